@@ -1,0 +1,57 @@
+# densebench: one DAG from raw images to paper-style tables.
+#   snakemake -c2 results/table1.csv                      # smoke scale (default), local
+#   snakemake -n --config scale=paper results/table1.csv  # paper protocols (dry run here)
+# One target per stage, to rerun a single stage: snakemake prepare|pretrain|finetune|analysis|tables
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/tables.smk"
+
+
+localrules:
+    all,
+    prepare,
+    pretrain,
+    finetune,
+    analysis,
+    tables,
+
+
+rule all:
+    default_target: True
+    input:
+        table_targets(),
+        analysis_targets(),
+
+
+rule prepare:
+    input:
+        prepare_targets(),
+
+
+rule pretrain:
+    input:
+        pretrain_targets(),
+
+
+rule finetune:
+    input:
+        finetune_targets(),
+
+
+rule analysis:
+    input:
+        analysis_targets(),
+
+
+rule tables:
+    input:
+        table_targets(),

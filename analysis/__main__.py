@@ -1,0 +1,32 @@
+"""`python -m analysis <command>`: paper-style tables and the benchmark summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from analysis.benchmarks import summarise_benchmarks
+from analysis.table1 import write_table1
+from core.errors import run_cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("table1", help="VOC detection + segmentation transfer table")
+    p.add_argument("--spec-json", required=True, help="rows: label, run, meta, metrics files per protocol")
+    p.add_argument("--scale", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=lambda a: write_table1(json.loads(a.spec_json), a.scale, a.out_csv, a.out_md))
+    p = commands.add_parser("benchmarks", help="time and memory of every job, from Snakemake benchmark files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=lambda a: summarise_benchmarks(a.files, a.out_csv, a.out_md))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,1 @@
+"""Pieces every stage shares: user-facing errors, atomic writes, image reading, provenance."""

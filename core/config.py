@@ -1,0 +1,37 @@
+"""Config validation with one clear message per mistake (the schema dump is not a message)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"config key {where}: {error.message}. Remove it or fix its spelling; allowed here: {allowed}."
+    return f"config key {where}: {error.message}."
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Validate with snakemake.utils.validate; on failure, raise a WorkflowError naming each bad key.
+
+    Nested values given on the command line (`--config key={...}`) arrive as strings: Snakemake
+    reads them with YAML's BaseLoader. Use `--configfile` for nested overrides.
+    """
+    try:
+        validate(config, str(schema_path))
+    except WorkflowError:
+        schema = yaml.safe_load(Path(schema_path).read_text())
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+        lines = [_describe(e) for e in errors]
+        raise WorkflowError(
+            "invalid configuration (schema: workflow/schemas/config.schema.yaml):\n  " + "\n  ".join(lines)
+            + "\nNested overrides belong in a --configfile: `--config key={...}` passes every value as a string."
+        ) from None

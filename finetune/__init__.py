@@ -1,0 +1,1 @@
+"""Transfer protocols: checkpoint converters, Detectron2 detection, mmseg segmentation."""

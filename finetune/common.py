@@ -1,0 +1,88 @@
+"""What every transfer protocol shares: reading backbone.pth, the protocol JSON, resumable work
+folders, and the command-line argument types."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import UserError
+from core.io import read_json, write_json
+
+EXPORT_FIX = "export the backbone with `python -m pretrain export`"
+_BN_PARAMS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_TORCHVISION_KEY = re.compile(
+    rf"conv1\.weight|bn1\.{_BN_PARAMS}"
+    rf"|layer[1-4]\.\d+\.(conv[1-3]\.weight|bn[1-3]\.{_BN_PARAMS}|downsample\.0\.weight|downsample\.1\.{_BN_PARAMS})"
+)
+
+
+def abbreviate(items: list[str]) -> str:
+    """The first few of `items` for an error message, with how many more there are."""
+    return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+
+
+def load_backbone(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Load a torchvision ResNet state dict without fc; UserError for a missing or foreign checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"backbone checkpoint {path} does not exist; run the pretrain stage (or fix --backbone).")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or non-tensor pickles
+        raise UserError(f"cannot read {path} as a torch state dict ({err}); {EXPORT_FIX}.") from err
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise UserError(f"{path} is not a state dict; {EXPORT_FIX}.")
+    foreign = sorted(key for key in state_dict if not _TORCHVISION_KEY.fullmatch(key))
+    if foreign:
+        raise UserError(
+            f"{path} is not a torchvision ResNet backbone without fc: unexpected keys {abbreviate(foreign)}; "
+            f"{EXPORT_FIX}."
+        )
+    return state_dict
+
+
+def parse_protocol_json(text: str, keys: frozenset[str], section: str) -> dict[str, Any]:
+    """--protocol-json as a dict with exactly `keys` (the config's finetune.<section>, minus threads)."""
+    try:
+        protocol = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--protocol-json is not valid JSON ({err}); pass a JSON object.") from err
+    if not isinstance(protocol, dict):
+        raise UserError(f"--protocol-json must be a JSON object of the finetune.{section} settings.")
+    if unknown := sorted(protocol.keys() - keys):
+        hint = " (pass threads with --threads)" if "threads" in unknown else ""
+        raise UserError(f"unknown protocol keys {unknown}{hint}; allowed keys: {sorted(keys)}.")
+    if missing := sorted(keys - protocol.keys()):
+        raise UserError(f"protocol JSON lacks {missing}; add them (see workflow/config/smoke.yaml).")
+    return protocol
+
+
+def check_resumable(work_dir: Path, run_key: str, has_checkpoint: bool) -> None:
+    """Refuse to resume checkpoints of another run (the frameworks would silently continue them)."""
+    key_file = work_dir / "run.json"
+    if has_checkpoint and (not key_file.is_file() or read_json(key_file).get("run_key") != run_key):
+        raise UserError(
+            f"{work_dir} holds checkpoints of a different run (other protocol, seed, weights, data or arch); "
+            "delete it to start this run from scratch."
+        )
+    write_json(key_file, {"run_key": run_key})
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def weights_path(text: str) -> Path | None:
+    """argparse type: a weights file, or 'none' for random init."""
+    return None if text.lower() == "none" else Path(text)

@@ -1,0 +1,1 @@
+"""Semantic segmentation transfer: FCN on PASCAL VOC 2012 with mmsegmentation."""

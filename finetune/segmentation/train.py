@@ -1,0 +1,111 @@
+"""Fine-tune FCN on VOC 2012 train with mmseg's Runner and evaluate mIoU on VOC 2012 val."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.runner import Runner, find_latest_checkpoint
+
+from core.errors import UserError
+from core.io import write_json
+from core.provenance import config_hash, provenance
+from finetune.common import check_resumable
+from finetune.segmentation.compat import ensure_mmcv_ops
+from finetune.segmentation.config import SegmentationProtocol, build_config, check_voc2012
+from finetune.segmentation.convert import read_arch
+
+METRICS = ("mIoU", "mAcc", "aAcc")
+
+
+class FiniteLossHook(Hook):
+    """Stop at the first non-finite loss with the fix, instead of training on NaNs."""
+
+    def __init__(self, base_lr: float, work_dir: Path) -> None:
+        self.base_lr = base_lr
+        self.work_dir = work_dir
+
+    def after_train_iter(
+        self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: dict[str, Any] | None = None
+    ) -> None:
+        loss = outputs["loss"].item()
+        if not math.isfinite(loss):
+            raise UserError(
+                f"the loss became {loss} at iteration {runner.iter + 1}; lower base_lr in the protocol "
+                f"(now {self.base_lr}), then delete {self.work_dir} and rerun."
+            )
+
+
+class _Runner(Runner):
+    """mmengine's Runner, able to resume from its own checkpoints under torch >= 2.6.
+
+    mmengine 0.10.7 calls `torch.load` without `weights_only`, whose default became True in torch 2.6;
+    that refuses the numpy arrays and HistoryBuffers mmengine stores in its checkpoints
+    (open-mmlab/mmengine#1655). The work dir's checkpoints are this run's own, so resuming loads
+    them unrestricted; every other load (the pretrained weights) keeps torch's default.
+    """
+
+    def resume(self, filename: str, *args: Any, **kwargs: Any) -> None:
+        with mock.patch.dict(os.environ, {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}):
+            super().resume(filename, *args, **kwargs)
+
+
+def _check_device(device: str) -> None:
+    # mmengine's Runner puts the model on the GPU whenever one is visible, whatever we ask.
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no GPU is visible; pass --device cpu.")
+    if device == "cpu" and torch.cuda.is_available():
+        raise UserError("--device cpu but a GPU is visible; hide it with CUDA_VISIBLE_DEVICES= or pass --device cuda.")
+
+
+def run(
+    *,
+    voc_root: Path,
+    weights: Path | None,
+    arch: str,
+    protocol: SegmentationProtocol,
+    seed: int,
+    threads: int,
+    device: str,
+    out: Path,
+) -> dict[str, Any]:
+    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds."""
+    voc2012 = check_voc2012(voc_root)
+    _check_device(device)
+    if weights is not None and (weights_arch := read_arch(weights)) != arch:
+        raise UserError(f"{weights} holds a {weights_arch} backbone but --arch is {arch}; pass --arch {weights_arch}.")
+    torch.set_num_threads(threads)
+    ensure_mmcv_ops()  # before the Runner imports mmseg's modules
+
+    work_dir = out / "work"
+    weights_str = None if weights is None else str(weights)
+    run_key = config_hash(
+        {"protocol": protocol.as_dict(), "seed": seed, "weights": weights_str, "arch": arch, "voc": str(voc_root)}
+    )
+    check_resumable(work_dir, run_key, has_checkpoint=find_latest_checkpoint(str(work_dir)) is not None)
+    cfg = build_config(voc2012=voc2012, weights=weights, arch=arch, protocol=protocol, seed=seed, work_dir=work_dir)
+    runner = _Runner.from_cfg(cfg)
+    runner.register_hook(FiniteLossHook(protocol.base_lr, work_dir))
+    latest = find_latest_checkpoint(str(work_dir))
+    runner.logger.info(f"resuming from {latest}" if latest else "no checkpoint in the work dir: training from scratch")
+    runner.train()
+    results = runner.test_loop.run()  # not runner.test(): it would reload the checkpoint just written
+
+    metrics = {key: round(float(results[key]), 2) for key in METRICS}  # mmseg rounds in float32: drop the noise
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise UserError(f"VOC evaluation gave non-finite metrics {metrics}; check the val masks of {voc2012}.")
+    summary = {
+        "protocol": "voc_segmentation",
+        "metrics": metrics,
+        "weights": weights_str,
+        "iterations": protocol.max_iters,
+        "provenance": provenance(protocol.as_dict(), seed),
+    }
+    write_json(out / "metrics.json", summary)
+    runner.logger.info("VOC12 val: " + ", ".join(f"{key} {value:.2f}" for key, value in metrics.items()))
+    return summary

@@ -1,0 +1,1 @@
+"""Dataset builders in official layouts and data preparation."""

@@ -1,0 +1,24 @@
+"""Checks that an external dataset root (a real COCO/VOC install) is where the config says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import UserError
+
+# The official layout each pipeline stage reads, shown to the user when a root is missing.
+EXPECTED_LAYOUT = {
+    "coco": "train2017/*.jpg, val2017/*.jpg, annotations/{instances,person_keypoints}_{train,val}2017.json",
+    "voc": "VOC2007/{JPEGImages,Annotations,ImageSets/Main}, VOC2012/{JPEGImages,Annotations,ImageSets/Main,"
+    "ImageSets/Segmentation,SegmentationClass}",
+}
+
+
+def check_dataset_root(name: str, root: str) -> None:
+    """Raise a UserError naming the config key, the expected layout and the fix if `root` is missing."""
+    if not Path(root).is_dir():
+        raise UserError(
+            f"dataset root for '{name}' not found: {root}. Set `datasets.{name}.root` in a --configfile "
+            f"to a folder with the official layout: {EXPECTED_LAYOUT[name]}; or set "
+            f"`datasets.{name}.build: true` to build a small one with the prepare stage."
+        )

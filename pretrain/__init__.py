@@ -1,0 +1,1 @@
+"""Self-supervised pretraining: views, models, matching, losses, methods, training loop."""

@@ -1,0 +1,59 @@
+"""MoCo v2 (Chen et al. 2020): momentum key encoder, queue of negatives, MLP head, InfoNCE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pretrain.losses import info_nce
+from pretrain.methods import register
+from pretrain.models import GlobalHead, ResNetTrunk
+from pretrain.momentum import ema_update, momentum_copy
+from pretrain.queue import FeatureQueue
+
+
+@register("mocov2")
+class MoCoV2(nn.Module):
+    # MoCo shuffles BN across GPUs to hide intra-batch statistics; a single CPU process cannot, so
+    # at smoke scale the key encoder sees its batch unshuffled (small effect at this size).
+    def __init__(self, arch: str, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        moco = cfg["moco"]
+        self.temperature: float = moco["temperature"]
+        self.momentum: float = moco["momentum"]
+        self.backbone = ResNetTrunk(arch)
+        width = self.backbone.out_channels
+        self.global_head = GlobalHead(width, width, moco["dim"])  # hidden = backbone width, as MoCo v2
+        self.key_backbone = momentum_copy(self.backbone)
+        self.key_global_head = momentum_copy(self.global_head)
+        self.queue = FeatureQueue(moco["queue_size"], moco["dim"])
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(key, online) module pairs the EMA updates; subclasses add their heads."""
+        return [(self.key_backbone, self.backbone), (self.key_global_head, self.global_head)]
+
+    def global_loss(self, query_map: torch.Tensor, key_map: torch.Tensor) -> torch.Tensor:
+        q = F.normalize(self.global_head(query_map), dim=1)
+        with torch.no_grad():
+            k = F.normalize(self.key_global_head(key_map), dim=1)
+        loss = info_nce(q, k, self.queue.keys.clone(), self.temperature)
+        self.queue.push(k)
+        return loss
+
+    def encode_pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Momentum-update the key networks, then the query map of view1 and the key map of view2."""
+        for key, online in self.momentum_pairs():
+            ema_update(key, online, self.momentum)
+        query_map = self.backbone(view1)
+        with torch.no_grad():
+            key_map = self.key_backbone(view2)
+        return query_map, key_map
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
+                iteration: int) -> dict[str, torch.Tensor]:
+        query_map, key_map = self.encode_pair(view1, view2)
+        loss = self.global_loss(query_map, key_map)
+        return {"loss": loss, "loss_global": loss.detach()}

@@ -1,0 +1,24 @@
+"""Momentum (EMA) copies of the online networks."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def momentum_copy(online: nn.Module) -> nn.Module:
+    """A frozen copy of `online` that only `ema_update` changes."""
+    target = copy.deepcopy(online)
+    for param in target.parameters():
+        param.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- m * target + (1 - m) * online, parameters only: as in MoCo, the target's BN keeps
+    its own running statistics from the batches it sees."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)

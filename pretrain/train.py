@@ -1,0 +1,141 @@
+"""The pretraining loop: SGD with a cosine schedule, checkpoints that resume exactly, export.
+
+A run is fully determined by (config, seed): the model is initialised from the seed, the data
+order of epoch e from (seed, e), and each sample's views from (seed, e, index). The resume state
+holds model, optimizer and iteration, so a killed run that restarts reproduces the uninterrupted
+run bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from core.errors import UserError
+from core.io import atomic_path
+from core.provenance import provenance
+from pretrain.data import TwoViewImages
+from pretrain.export import export, load_training_state
+from pretrain.methods import build_method
+from pretrain.views import ViewConfig
+
+log = logging.getLogger("pretrain")
+
+STATE_FILE = "state.pth"
+
+
+def cosine_lr(base_lr: float, iteration: int, total: int) -> float:
+    """Cosine annealing to zero over the run, evaluated per iteration (DenseCL's CosineAnnealing, min_lr 0)."""
+    return 0.5 * base_lr * (1 + math.cos(math.pi * iteration / total))
+
+
+def epoch_order(num_images: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled image order of one epoch, a function of (seed, epoch) only."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_images, generator=gen).tolist()
+
+
+def _batches(dataset: TwoViewImages, cfg: dict[str, Any], epoch: int, first_batch: int) -> DataLoader:
+    batch = cfg["batch_size"]
+    dataset.set_epoch(epoch)
+    order = epoch_order(len(dataset), dataset.seed, epoch)[first_batch * batch:]
+    return DataLoader(dataset, batch_size=batch, sampler=order, drop_last=True, num_workers=cfg["workers"])
+
+
+def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, tmp)
+
+
+class LossLog:
+    """Per-iteration losses as CSV (for curves); on resume, rows past the restart are dropped."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.path = path
+        kept = path.read_text().splitlines()[: start + 1] if start and path.exists() else []
+        path.write_text("".join(line + "\n" for line in kept))
+        self.header = bool(kept)
+
+    def write(self, iteration: int, lr: float, losses: dict[str, float]) -> None:
+        with self.path.open("a") as f:
+            if not self.header:
+                f.write(",".join(["iteration", "lr", *losses]) + "\n")
+                self.header = True
+            f.write(",".join([str(iteration), f"{lr:.6g}", *(f"{v:.6g}" for v in losses.values())]) + "\n")
+
+
+def image_list_hash(paths: list[str]) -> str:
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:12]
+
+
+def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir: str | Path, data_name: str,
+          device: str = "cpu", threads: int = 1) -> None:
+    """Pretrain `method` on the images of `image_list` and export the backbone to `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but no GPU is visible; set `device: cpu` in the config.")
+
+    dataset = TwoViewImages(image_list, ViewConfig(size=cfg["image_size"]), seed)
+    iters_per_epoch = len(dataset) // cfg["batch_size"]
+    if iters_per_epoch == 0:
+        raise UserError(f"{len(dataset)} images in {image_list} is fewer than one batch of "
+                        f"{cfg['batch_size']}; lower pretrain.batch_size or add images.")
+    total = cfg["epochs"] * iters_per_epoch
+
+    model = build_method(method, cfg["arch"], cfg).to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg["base_lr"],
+                                momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    state_path = out / STATE_FILE
+    start = 0
+    if state_path.exists():
+        state = load_training_state(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["iteration"]
+        log.info("resuming from iteration %d of %d (%s)", start, total, state_path)
+
+    loss_log = LossLog(out / "train_log.csv", start)
+    model.train()
+    progress = tqdm(total=total, initial=start, desc=f"pretrain {method}", unit="it", dynamic_ncols=True)
+    iteration = start
+    while iteration < total:
+        epoch, first_batch = divmod(iteration, iters_per_epoch)
+        for view1, view2, geom1, geom2 in _batches(dataset, cfg, epoch, first_batch):
+            lr = cosine_lr(cfg["base_lr"], iteration, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = model(view1.to(device), view2.to(device), geom1.to(device), geom2.to(device), iteration)
+            if not torch.isfinite(losses["loss"]):
+                raise UserError(f"{method}: loss is {losses['loss'].item()} at iteration {iteration}; "
+                                f"lower pretrain.base_lr (now {cfg['base_lr']}) or check the input images.")
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+            iteration += 1
+            loss_log.write(iteration, lr, {name: value.item() for name, value in losses.items()})
+            progress.update(1)
+            progress.set_postfix(loss=f"{losses['loss'].item():.4f}", lr=f"{lr:.4f}")
+            if iteration % cfg["checkpoint_every"] == 0 or iteration == total:
+                _save_state(state_path, model, optimizer, iteration)
+    progress.close()
+
+    meta = {
+        "method": method,
+        "arch": cfg["arch"],
+        "pretrain_data": {"name": data_name, "images": len(dataset), "image_list_hash": image_list_hash(dataset.paths)},
+        "epochs": cfg["epochs"],
+        "iterations": total,
+        "provenance": provenance(cfg, seed),
+    }
+    export(model.state_dict(), meta, out)
+    log.info("exported %s", out / "backbone.pth")

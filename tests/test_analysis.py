@@ -1,0 +1,59 @@
+"""Tables read only metrics.json/meta.json and compute means by hand-checkable rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.benchmarks import summarise_benchmarks
+from analysis.table1 import write_table1
+from core.errors import UserError
+
+
+def _metrics(path: Path, protocol: str, values: dict[str, float], seed: int) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"protocol": protocol, "metrics": values, "iterations": 60, "weights": None,
+                                "provenance": {"commit": "abc", "config_hash": f"h{protocol}", "seed": seed}}))
+    return str(path)
+
+
+def test_table1_means_over_seeds_with_provenance(tmp_path: Path) -> None:
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"pretrain_data": {"name": "coco"}, "iterations": 50,
+                                "provenance": {"commit": "abc", "config_hash": "p", "seed": 0}}))
+    det = [_metrics(tmp_path / f"d{s}.json", "voc_detection", {"AP": 10.0 + s, "AP50": 20.0, "AP75": 5.0}, s)
+           for s in (0, 1)]
+    seg = [_metrics(tmp_path / f"s{s}.json", "voc_segmentation", {"mIoU": 30.0 + 2 * s}, s) for s in (0, 1)]
+    spec = [{"label": "densecl", "run": "densecl-coco-resnet18-smoke-s0", "meta": str(meta),
+             "metrics": {"voc_detection": det, "voc_segmentation": seg}}]
+    write_table1(spec, "smoke", tmp_path / "t.csv", tmp_path / "t.md")
+    row = pd.read_csv(tmp_path / "t.csv").iloc[0]
+    assert row["VOC AP"] == pytest.approx(10.5) and row["VOC mIoU"] == pytest.approx(31.0)
+    assert row["VOC AP std"] == pytest.approx(0.71, abs=0.01)  # sample std of (10, 11)
+    assert row["pretrain_data"] == "coco" and row["pretrain_iterations"] == 50 and row["finetune_seeds"] == "0 1"
+    assert row["commit"] == "abc"
+    markdown = (tmp_path / "t.md").read_text()
+    assert "| densecl" in markdown and "not comparable with the papers" in markdown
+
+
+def test_table1_names_a_missing_result(tmp_path: Path) -> None:
+    spec = [{"label": "random init", "run": "random-resnet18", "meta": None,
+             "metrics": {"voc_detection": [str(tmp_path / "nope.json")], "voc_segmentation": []}}]
+    with pytest.raises(UserError, match="missing result .*nope.json: run `snakemake .*nope.json` first"):
+        write_table1(spec, "smoke", tmp_path / "t.csv", tmp_path / "t.md")
+
+
+def test_benchmark_summary(tmp_path: Path) -> None:
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = []
+    for name, secs, rss in (("pretrain/a", 10.0, 100.0), ("prepare_coco", 2.5, 50.0)):
+        path = tmp_path / "benchmarks" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{secs}\t0:00:10\t{rss}\t1\t1\t1\t0\t0\t50\t{secs / 2}\n")
+        files.append(str(path))
+    frame = summarise_benchmarks(files, str(tmp_path / "b.csv"), str(tmp_path / "b.md"))
+    assert frame["job"].tolist() == ["pretrain/a", "prepare_coco", "total (sum over jobs)"]
+    assert frame.iloc[-1]["wall_s"] == pytest.approx(12.5) and frame.iloc[-1]["max_rss_mb"] == 100.0

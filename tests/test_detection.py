@@ -1,0 +1,227 @@
+"""VOC detection stage: weight conversion, MoCo's C4 head, and tiny end-to-end runs on a fake VOCdevkit."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image, ImageDraw
+
+from core.errors import UserError
+from finetune.detection import convert, train  # first: applies the Detectron2 compat patches
+
+# isort: split
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import build_model
+
+PROTOCOL = {
+    "max_iter": 4,
+    "steps": [3],
+    "warmup_iters": 1,
+    "base_lr": 0.01,
+    "ims_per_batch": 2,
+    "min_size_train": [64],
+    "max_size_train": 96,
+    "min_size_test": 64,
+    "max_size_test": 96,
+    "rpn_pre_nms_topk_test": 50,
+    "rpn_post_nms_topk_test": 10,
+    "roi_batch_size_per_image": 16,
+    "checkpoint_period": 2,
+    "precise_bn_iters": 2,
+}
+_CLASSES = ("car", "dog", "person")
+
+
+def _write_voc_image(root: Path, image_id: str, rng: np.random.Generator) -> None:
+    """One 128x96 JPEG with 1-2 filled rectangles, and its VOC XML annotation."""
+    image = Image.new("RGB", (128, 96), tuple(int(c) for c in rng.integers(0, 80, 3)))
+    draw = ImageDraw.Draw(image)
+    objects = []
+    for _ in range(int(rng.integers(1, 3))):
+        x0, y0 = (int(v) for v in rng.integers(1, 60, 2))
+        x1, y1 = x0 + int(rng.integers(20, 60)), y0 + int(rng.integers(20, 30))
+        cls = int(rng.integers(len(_CLASSES)))
+        draw.rectangle((x0, y0, x1, y1), fill=((255, 0, 0), (0, 255, 0), (0, 0, 255))[cls])
+        objects.append(
+            f"<object><name>{_CLASSES[cls]}</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+            f"<ymax>{y1}</ymax></bndbox></object>"
+        )
+    image.save(root / "JPEGImages" / f"{image_id}.jpg")
+    (root / "Annotations" / f"{image_id}.xml").write_text(
+        f"<annotation><filename>{image_id}.jpg</filename><size><width>128</width><height>96</height>"
+        f"<depth>3</depth></size>{''.join(objects)}</annotation>"
+    )
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VOCdevkit in the official layout: VOC2007 trainval (4) + test (3), VOC2012 trainval (2)."""
+    root = tmp_path_factory.mktemp("VOCdevkit")
+    rng = np.random.default_rng(0)
+    for year, splits in ((2007, {"trainval": 4, "test": 3}), (2012, {"trainval": 2})):
+        year_dir = root / f"VOC{year}"
+        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (year_dir / sub).mkdir(parents=True)
+        for split, count in splits.items():
+            ids = [f"{year}_{split}_{i:03d}" for i in range(count)]
+            for image_id in ids:
+                _write_voc_image(year_dir, image_id, rng)
+            (year_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def resnet18_backbone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """backbone.pth of a randomly initialised torchvision ResNet-18 without fc, and its state dict."""
+    torch.manual_seed(0)
+    state_dict = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
+    path = tmp_path_factory.mktemp("pretrain") / "backbone.pth"
+    torch.save(state_dict, path)
+    return path, state_dict
+
+
+def _cfg(tmp_path: Path, weights: str | None = None):  # noqa: ANN202  (CfgNode)
+    return train.build_cfg(
+        PROTOCOL,
+        arch="resnet18",
+        weights=weights,
+        train_datasets=("unused",),
+        test_dataset="unused",
+        seed=0,
+        device="cpu",
+        output_dir=tmp_path,
+    )
+
+
+def test_convert_loads_every_backbone_and_res5_tensor(tmp_path: Path, resnet18_backbone) -> None:
+    path, state_dict = resnet18_backbone
+    pkl = tmp_path / "backbone.pkl"
+    assert convert.convert(path, pkl) == "resnet18"
+    with pkl.open("rb") as f:
+        data = pickle.load(f)
+    assert data["__author__"] == "densebench" and data["matching_heuristics"] is True
+    assert all(isinstance(value, np.ndarray) for value in data["model"].values())
+
+    model = build_model(_cfg(tmp_path))
+    DetectionCheckpointer(model).load(str(pkl))
+    loaded = model.state_dict()
+    hand_checked = {
+        "conv1.weight": "backbone.stem.conv1.weight",
+        "bn1.running_var": "backbone.stem.conv1.norm.running_var",
+        "layer1.0.bn1.weight": "backbone.res2.0.conv1.norm.weight",
+        "layer3.1.conv2.weight": "backbone.res4.1.conv2.weight",
+        "layer3.0.downsample.1.bias": "backbone.res4.0.shortcut.norm.bias",
+        "layer4.0.downsample.0.weight": "roi_heads.res5.0.shortcut.weight",
+        "layer4.1.bn2.running_mean": "roi_heads.res5.1.conv2.norm.running_mean",
+    }
+    for tv_key, d2_key in hand_checked.items():
+        assert torch.equal(loaded[d2_key], state_dict[tv_key]), (tv_key, d2_key)
+    for tv_key, tensor in state_dict.items():
+        d2_name = convert.detectron2_name(tv_key)
+        d2_key = f"roi_heads.{d2_name}" if d2_name.startswith("res5.") else f"backbone.{d2_name}"
+        assert torch.equal(loaded[d2_key], tensor), tv_key
+
+
+@pytest.mark.parametrize("foreign_key", ["module.encoder_q.conv1.weight", "fc.weight"])
+def test_convert_rejects_foreign_keys(tmp_path: Path, resnet18_backbone, foreign_key: str) -> None:
+    _, state_dict = resnet18_backbone
+    path = tmp_path / "backbone.pth"
+    torch.save({**state_dict, foreign_key: torch.zeros(1)}, path)
+    with pytest.raises(UserError, match=foreign_key.replace(".", r"\.")) as err:
+        convert.convert(path, tmp_path / "out.pkl")
+    assert "python -m pretrain export" in str(err.value)
+    assert not (tmp_path / "out.pkl").exists()
+
+
+def test_convert_rejects_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        convert.convert(tmp_path / "nope.pth", tmp_path / "out.pkl")
+
+
+def test_model_has_trainable_bn_and_extra_norm_after_res5(tmp_path: Path) -> None:
+    model = build_model(_cfg(tmp_path))
+    res5 = model.roi_heads.res5
+    assert list(dict(res5.named_children()))[-1] == "norm"
+    assert isinstance(res5.norm, torch.nn.BatchNorm2d) and res5.norm.num_features == 512
+    assert not any(isinstance(module, FrozenBatchNorm2d) for module in model.modules())
+    assert all(parameter.requires_grad for parameter in model.backbone.parameters())  # FREEZE_AT 0
+
+
+def test_protocol_rejects_unknown_and_missing_keys() -> None:
+    with pytest.raises(UserError, match="unknown protocol keys.*threads.*--threads"):
+        train.parse_protocol(json.dumps({**PROTOCOL, "threads": 1}))
+    with pytest.raises(UserError, match="lacks.*base_lr"):
+        train.parse_protocol(json.dumps({k: v for k, v in PROTOCOL.items() if k != "base_lr"}))
+
+
+def _run(voc_root: Path, out: Path, weights: Path | None = None, **protocol: object) -> dict:
+    return train.run(
+        voc_root=voc_root,
+        weights=weights,
+        arch="resnet18",
+        protocol={**PROTOCOL, **protocol},
+        seed=0,
+        threads=1,
+        device="cpu",
+        out=out,
+    )
+
+
+def test_train_writes_finite_metrics_deterministically(tmp_path: Path, voc_root: Path, resnet18_backbone) -> None:
+    weights = tmp_path / "backbone.pkl"
+    convert.convert(resnet18_backbone[0], weights)
+    first = _run(voc_root, tmp_path / "a", weights)
+    written = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert written == first
+    assert written["protocol"] == "voc_detection" and written["iterations"] == PROTOCOL["max_iter"]
+    assert written["weights"] == str(weights) and written["provenance"]["seed"] == 0
+    assert set(written["metrics"]) == {"AP", "AP50", "AP75"}
+    assert all(math.isfinite(v) and 0 <= v <= 100 for v in written["metrics"].values())
+    second = _run(voc_root, tmp_path / "b", weights)
+    assert second["metrics"] == first["metrics"]
+    # AP of a 4-iteration model may be 0 either way: the training losses must match too.
+    assert _logged_losses(tmp_path / "a") == _logged_losses(tmp_path / "b")
+
+
+def _logged_losses(out: Path) -> list[dict[str, float]]:
+    """Detectron2's metrics.json records without their timings."""
+    lines = (out / "work" / "metrics.json").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if "time" not in k and k != "eta_seconds"} for line in lines]
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path, voc_root: Path) -> None:
+    out = tmp_path / "run"
+    _run(voc_root, out)
+    work = out / "work"
+    assert (work / "model_0000001.pth").is_file()  # checkpoint_period 2: after iterations 0-1
+    # Simulate a kill after the first checkpoint: no metrics.json, last_checkpoint at iteration 2.
+    (out / "metrics.json").unlink()
+    (work / "last_checkpoint").write_text("model_0000001.pth")
+    _run(voc_root, out)
+    assert "resuming from iteration 2" in (work / "log.txt").read_text()
+    assert (out / "metrics.json").is_file()
+    with pytest.raises(UserError, match="different run"):
+        _run(voc_root, out, base_lr=0.02)
+
+
+def test_divergence_is_a_user_error(tmp_path: Path, voc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def diverge(self: train.VOCTrainer) -> None:
+        # As when Detectron2's NaN check fires in the precise-BN hook and a later hook then fails.
+        try:
+            raise FloatingPointError("Loss became infinite or NaN at iteration=3!")
+        except FloatingPointError as err:
+            raise AssertionError("Some BN layers are reused.") from err
+
+    monkeypatch.setattr(train.VOCTrainer, "train", diverge)
+    with pytest.raises(UserError, match=r"training diverged \(Loss became infinite.*lower base_lr"):
+        _run(voc_root, tmp_path / "run", max_iter=1)
+    assert not (tmp_path / "run" / "metrics.json").exists()

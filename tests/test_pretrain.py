@@ -1,0 +1,207 @@
+"""Pretraining: views with geometry, shared pieces against hand-computed values, train/resume/export."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import pretrain.train as train_mod
+from core.errors import UserError
+from pretrain.data import TwoViewImages
+from pretrain.losses import info_nce
+from pretrain.matching import argmax_match
+from pretrain.methods import METHODS, build_method
+from pretrain.momentum import ema_update
+from pretrain.queue import FeatureQueue
+from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, make_view, sample_crop, view_grid_coords
+
+# Geometry only: no photometric change, so pixel values can be read back.
+PLAIN = ViewConfig(size=64, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+
+
+def coordinate_image(width: int = 200, height: int = 150) -> Image.Image:
+    """Red encodes x and green encodes y (both in [0, 1]) of every pixel centre."""
+    xs = (np.arange(width) + 0.5) / width
+    ys = (np.arange(height) + 0.5) / height
+    rgb = np.zeros((height, width, 3), np.float32)
+    rgb[..., 0] = xs[None, :]
+    rgb[..., 1] = ys[:, None]
+    return Image.fromarray((rgb * 255).round().astype(np.uint8))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_view_geometry_gives_source_coordinates_of_cells(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    view, geometry = make_view(coordinate_image(), ViewConfig(**{**PLAIN.__dict__, "flip_prob": 0.5}), gen)
+    pixels = view * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    grid = 4
+    cells = torch.nn.functional.adaptive_avg_pool2d(pixels[:2], grid).flatten(1).t()  # [16, (x, y)]
+    expected = view_grid_coords(geometry[None], grid)[0]
+    # Bilinear resampling and 8-bit quantisation: within 1.5 source pixels.
+    assert torch.allclose(cells, expected, atol=1.5 / 150)
+
+
+def test_flip_mirrors_cell_coordinates() -> None:
+    geometry = torch.tensor([[0.2, 0.1, 0.6, 0.5, 1.0]])
+    coords = view_grid_coords(geometry, 2)[0]
+    # Cell (row 0, col 0) of a flipped view shows the crop's top-right quarter centre.
+    assert coords[0].tolist() == pytest.approx([0.2 + 0.75 * 0.4, 0.1 + 0.25 * 0.4])
+    assert coords[3].tolist() == pytest.approx([0.2 + 0.25 * 0.4, 0.1 + 0.75 * 0.4])
+
+
+def test_crop_respects_scale_and_ratio() -> None:
+    cfg = ViewConfig()
+    for seed in range(200):
+        top, left, h, w = sample_crop(300, 200, cfg, torch.Generator().manual_seed(seed))
+        assert top >= 0 and top + h <= 200 and left >= 0 and left + w <= 300
+        area = h * w / (300 * 200)
+        assert cfg.scale[0] - 0.02 <= area <= cfg.scale[1] + 0.02
+        assert cfg.ratio[0] - 0.05 <= w / h <= cfg.ratio[1] + 0.05
+
+
+def test_info_nce_matches_hand_computation() -> None:
+    q = torch.tensor([[1.0, 0.0]])
+    pos = torch.tensor([[1.0, 0.0]])
+    neg = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    # -log(e^(1/t) / (e^(1/t) + e^0 + e^(-1/t))) with t = 0.5
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-2)))
+    assert info_nce(q, pos, neg, 0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_argmax_match_recovers_a_permutation() -> None:
+    torch.manual_seed(0)
+    query = torch.randn(2, 8, 3, 3)
+    perm = torch.randperm(9)
+    key = query.flatten(2)[:, :, perm].reshape(2, 8, 3, 3)
+    # query cell i is key cell j where perm[j] = i
+    assert torch.equal(argmax_match(query, key, 3), torch.argsort(perm).expand(2, -1))
+
+
+def test_queue_wraps_around() -> None:
+    queue = FeatureQueue(size=4, dim=2)
+    first = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    second = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+    queue.push(first)
+    queue.push(second)
+    assert queue.ptr.item() == 2
+    assert torch.equal(queue.keys, torch.stack([second[1], second[2], first[2], second[0]]))
+
+
+def test_ema_update() -> None:
+    target, online = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(target.weight)
+    torch.nn.init.ones_(online.weight)
+    ema_update(target, online, 0.9)
+    assert target.weight.item() == pytest.approx(0.1)
+
+
+def test_densecl_lambda_is_zero_during_warmup() -> None:
+    cfg = {"moco": {"dim": 16, "queue_size": 32, "momentum": 0.99, "temperature": 0.2},
+           "densecl": {"loss_lambda": 0.5, "warmup_iters": 5}}
+    torch.manual_seed(0)
+    model = build_method("densecl", "resnet18", cfg)
+    views = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    early = model(*views, None, None, iteration=4)
+    assert early["loss"].item() == pytest.approx(early["loss_global"].item())
+    late = model(*views, None, None, iteration=5)
+    assert late["loss"].item() == pytest.approx(0.5 * late["loss_global"].item() + 0.5 * late["loss_dense"].item())
+
+
+def test_unknown_method_is_a_clear_error() -> None:
+    with pytest.raises(UserError, match="unknown pretraining method 'simclr'.*registered: densecl, mocov2"):
+        build_method("simclr", "resnet18", {})
+
+
+# --- training loop ------------------------------------------------------------------------
+
+def _config(**overrides: object) -> dict:
+    cfg = {"arch": "resnet18", "epochs": 2, "batch_size": 2, "image_size": 32, "base_lr": 0.03, "momentum": 0.9,
+           "weight_decay": 1e-4, "workers": 0, "checkpoint_every": 1,
+           "moco": {"dim": 16, "queue_size": 16, "momentum": 0.99, "temperature": 0.2},
+           "densecl": {"loss_lambda": 0.5, "warmup_iters": 1}}
+    return {**cfg, **overrides}
+
+
+@pytest.fixture(scope="module")
+def image_list(tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        path = folder / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    listing = folder / "images.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    return str(listing)
+
+
+def test_views_depend_only_on_seed_epoch_index(image_list: str) -> None:
+    a, b = TwoViewImages(image_list, PLAIN, seed=3), TwoViewImages(image_list, PLAIN, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a[1], b[1], strict=True))
+    b.set_epoch(1)
+    assert not torch.equal(a[1][0], b[1][0])
+
+
+def test_resume_reproduces_the_uninterrupted_run(image_list: str, tmp_path, monkeypatch, caplog) -> None:
+    cfg = _config()
+    train_mod.train("densecl", image_list, cfg, seed=0, out_dir=tmp_path / "full", data_name="test")
+
+    saved = train_mod._save_state
+
+    def save_then_die(path, model, optimizer, iteration):  # a kill right after the 3rd checkpoint
+        saved(path, model, optimizer, iteration)
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train("densecl", image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
+    assert not (tmp_path / "killed" / "backbone.pth").exists()
+    monkeypatch.setattr(train_mod, "_save_state", saved)
+    with caplog.at_level(logging.INFO, logger="pretrain"):
+        train_mod.train("densecl", image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
+    assert "resuming from iteration 3 of 4" in caplog.text
+
+    full = torch.load(tmp_path / "full" / "backbone.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "backbone.pth", weights_only=True)
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    log_rows = (tmp_path / "killed" / "train_log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log_rows] == ["iteration", "1", "2", "3", "4"]
+
+
+def test_export_is_a_torchvision_resnet(image_list: str, tmp_path) -> None:
+    train_mod.train("mocov2", image_list, _config(epochs=1), seed=0, out_dir=tmp_path, data_name="test")
+    state = torch.load(tmp_path / "backbone.pth", weights_only=True)
+    reference = torchvision.models.resnet18().state_dict()
+    assert set(state) == set(reference) - {"fc.weight", "fc.bias"}
+    missing, unexpected = torchvision.models.resnet18().load_state_dict(state, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+    meta = (tmp_path / "meta.json").read_text()
+    assert '"iterations": 2' in meta and '"method": "mocov2"' in meta and '"name": "test"' in meta
+
+
+def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatch) -> None:
+    class Diverged(torch.nn.Module):
+        def __init__(self, arch: str, cfg: dict) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+            return {"loss": self.w * float("nan")}
+
+    monkeypatch.setitem(METHODS, "diverged", Diverged)
+    with pytest.raises(UserError, match="loss is nan at iteration 0; lower pretrain.base_lr"):
+        train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path, data_name="test")
+
+
+def test_too_few_images_for_a_batch(image_list: str, tmp_path) -> None:
+    with pytest.raises(UserError, match="fewer than one batch of 8; lower pretrain.batch_size"):
+        train_mod.train("mocov2", image_list, _config(batch_size=8), seed=0, out_dir=tmp_path, data_name="test")

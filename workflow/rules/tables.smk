@@ -1,0 +1,21 @@
+# Stage tables: paper-style tables from metrics.json and meta.json files only (never logs).
+
+
+rule table1:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        table1_inputs,
+    output:
+        csv=f"{RESULTS}/table1.csv",
+        md=f"{RESULTS}/table1.md",
+    params:
+        spec=json.dumps(table1_spec()),
+        scale=config["scale"],
+    log:
+        f"{RESULTS}/logs/table1.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/table1.tsv"
+    shell:
+        "python -m analysis table1 --spec-json {params.spec:q} --scale {params.scale}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
