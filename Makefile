@@ -15,6 +15,7 @@ $(VENV)/.installed: tools/install.sh requirements/lock.txt
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
+	@VENV=$(VENV) bash tools/release_stale_lock.sh
 	$(SNAKEMAKE) results/table1.csv results/table1.md results/benchmarks.md
 	@cat results/table1.md
 	@echo
