@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,32 @@ def positive_int(text: str) -> int:
 def weights_path(text: str) -> Path | None:
     """argparse type: a weights file, or 'none' for random init."""
     return None if text.lower() == "none" else Path(text)
+
+
+def add_converter(subparsers: argparse._SubParsersAction, name: str, help: str, out_help: str,
+                  convert: Callable[[Path, Path], str], fmt: str) -> None:
+    """A `python -m finetune <name>` command: backbone.pth -> one framework's weights file."""
+
+    def run(args: argparse.Namespace) -> None:
+        arch = convert(args.backbone, args.out)
+        print(f"wrote {args.out} ({arch}, {fmt})")
+
+    parser = subparsers.add_parser(name, help=help)
+    parser.add_argument("--backbone", type=Path, required=True, help="backbone.pth (torchvision ResNet, no fc)")
+    parser.add_argument("--out", type=Path, required=True, help=out_help)
+    parser.set_defaults(func=run)
+
+
+def add_protocol(subparsers: argparse._SubParsersAction, name: str, help: str, *, section: str, archs: list[str],
+                 weights_help: str, run: Callable[..., Any]) -> None:
+    """A `python -m finetune <name>` transfer command; `run` gets the parsed arguments as keywords."""
+    parser = subparsers.add_parser(name, help=help)
+    parser.add_argument("--voc-root", type=Path, required=True, help="VOCdevkit folder (VOC2007, VOC2012)")
+    parser.add_argument("--weights", type=weights_path, required=True, help=f"{weights_help} or 'none' (random init)")
+    parser.add_argument("--arch", choices=archs, required=True)
+    parser.add_argument("--protocol-json", required=True, help=f"JSON object of the finetune.{section} settings")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: metrics.json, work/ for the framework")
+    parser.set_defaults(func=lambda args: run(**{k: v for k, v in vars(args).items() if k not in ("func", "command")}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -81,3 +83,23 @@ def test_paper_dry_run_lists_gpu_jobs(tmp_path: Path) -> None:
 def test_lint_reports_no_errors() -> None:
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prepare_stage_without_shared_data_builds_procedural_layouts(tmp_path: Path) -> None:
+    """A user's clone has no ../shared: `snakemake prepare` generates the datasets instead."""
+    override = {"datasets": {"source_root": str(tmp_path / "absent"),
+                             "procedural": {"train_images": 12, "val_images": 6, "image_size": 128}}}
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--cores", "1", "--configfile", configfile(tmp_path, override), "--", "prepare"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    prepared = workdir / "results" / "prepare"
+    assert json.loads((prepared / "coco" / "manifest.json").read_text())["source"] == "procedural"
+    assert (prepared / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").read_text().strip()
+    images = (prepared / "pretrain-coco" / "images.txt").read_text().split()
+    assert len(images) == 12 and all(Path(p).is_file() for p in images)
