@@ -10,7 +10,8 @@ from core.errors import UserError
 EXPECTED_LAYOUT = {
     "coco": "train2017/*.jpg, val2017/*.jpg, annotations/{instances,person_keypoints}_{train,val}2017.json",
     "voc": "VOC2007/{JPEGImages,Annotations,ImageSets/Main}, VOC2012/{JPEGImages,Annotations,ImageSets/Main,"
-    "ImageSets/Segmentation,SegmentationClass}",
+    "ImageSets/Segmentation,SegmentationClass} (+ SBD's SegmentationClassAug and ImageSets/Segmentation/aug.txt "
+    "when finetune.voc_segmentation.train_aug is true, as mmseg's voc_aug.py converter writes them)",
 }
 
 

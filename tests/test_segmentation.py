@@ -15,10 +15,11 @@ from PIL import Image, ImageDraw
 
 from core.errors import UserError
 from finetune.segmentation import cli, compat, convert
-from finetune.segmentation.config import SegmentationProtocol, build_config
+from finetune.segmentation.config import SegmentationProtocol, build_config, check_voc2012
 from prepare.voc import voc_palette
 
-PROTOCOL = {"max_iters": 4, "batch_size": 2, "crop_size": 64, "base_lr": 0.01, "checkpoint_interval": 2}
+PROTOCOL = {"max_iters": 4, "batch_size": 2, "crop_size": 64, "base_lr": 0.01, "checkpoint_interval": 2,
+            "train_aug": False}
 _COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
 
 
@@ -199,6 +200,23 @@ def test_missing_voc_root_lists_expected_paths(tmp_path: Path) -> None:
     assert all(str(path) in str(err.value) for path in expected)
     assert "python -m prepare voc" in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_train_aug_adds_sbd_masks(tmp_path: Path, voc_root: Path) -> None:
+    """train_aug2012 = train.txt + SBD's aug.txt with SegmentationClassAug (mmseg's voc12aug)."""
+    with pytest.raises(UserError) as err:
+        check_voc2012(voc_root, train_aug=True)
+    assert str(voc_root / "VOC2012" / "SegmentationClassAug") in str(err.value)
+    assert str(voc_root / "VOC2012" / "ImageSets" / "Segmentation" / "aug.txt") in str(err.value)
+    cfg = build_config(voc2012=voc_root / "VOC2012", weights=None, arch="resnet18",
+                       protocol=SegmentationProtocol(**{**PROTOCOL, "train_aug": True}), seed=0,
+                       work_dir=tmp_path / "work")
+    train = cfg.train_dataloader.dataset
+    assert train.type == "ConcatDataset"
+    assert [(d.ann_file, d.data_prefix.seg_map_path) for d in train.datasets] == [
+        ("ImageSets/Segmentation/train.txt", "SegmentationClass"),
+        ("ImageSets/Segmentation/aug.txt", "SegmentationClassAug"),
+    ]
 
 
 @pytest.mark.usefixtures("restore_torch_globals")

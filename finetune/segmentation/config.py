@@ -11,8 +11,9 @@ Starting point: mmseg's `configs/fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py` (w
 - norm `BN` instead of `SyncBN`: one process (SyncBN needs a distributed group).
 - pretrained weights through the backbone's `init_cfg` (`Pretrained`, prefix "backbone.") from
   `python -m finetune convert-mmseg`, or mmseg's default random init with `--weights none`.
-- train set `ImageSets/Segmentation/train.txt` (not the SBD-augmented `aug.txt`): the VOC root
-  we build has no SegmentationClassAug.
+- train set `ImageSets/Segmentation/train.txt`, plus SBD's `aug.txt` / `SegmentationClassAug`
+  (mmseg's voc12aug ConcatDataset) when the protocol's `train_aug` is true: paper scale. The smoke
+  VOC root built from COCO has no SBD masks, so smoke runs train on train.txt alone.
 - crop size, iterations, batch size and learning rate from the protocol (mmseg: 512, 20k, 4 per
   GPU x 4 GPUs, 0.01). The resize scale keeps mmseg's ratio to the crop, (4 * crop, crop) for
   (2048, 512), for training and testing, so small crops also mean cheap evaluation.
@@ -44,6 +45,9 @@ IMG_DIR = "JPEGImages"
 SEG_DIR = "SegmentationClass"
 TRAIN_SPLIT = "ImageSets/Segmentation/train.txt"
 VAL_SPLIT = "ImageSets/Segmentation/val.txt"
+# SBD's extra masks, as mmseg's voc12aug config adds them (tools/dataset_converters/voc_aug.py layout).
+AUG_SEG_DIR = "SegmentationClassAug"
+AUG_SPLIT = "ImageSets/Segmentation/aug.txt"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class SegmentationProtocol:
     crop_size: int
     base_lr: float
     checkpoint_interval: int
+    train_aug: bool  # add SBD's aug.txt / SegmentationClassAug to train.txt ("train_aug2012")
 
     @classmethod
     def from_json(cls, text: str) -> SegmentationProtocol:
@@ -67,6 +72,8 @@ class SegmentationProtocol:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:  # bool is an int subclass
                 raise UserError(f"protocol {name} must be an integer >= {minimum}, got {value!r}.")
+        if not isinstance(self.train_aug, bool):
+            raise UserError(f"protocol train_aug must be true or false, got {self.train_aug!r}.")
         lr = self.base_lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
             raise UserError(f"protocol base_lr must be a positive number, got {lr!r}.")
@@ -164,14 +171,25 @@ def _model(arch: str, weights: Path | None, crop: int) -> dict[str, Any]:
     )
 
 
-def _dataloader(voc2012: Path, split: str, pipeline: list[dict[str, Any]], **loader: Any) -> dict[str, Any]:
-    dataset = dict(
+def _dataset(voc2012: Path, split: str, seg_dir: str, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(
         type="PascalVOCDataset",
         data_root=str(voc2012),
-        data_prefix=dict(img_path=IMG_DIR, seg_map_path=SEG_DIR),
+        data_prefix=dict(img_path=IMG_DIR, seg_map_path=seg_dir),
         ann_file=split,
         pipeline=pipeline,
     )
+
+
+def _train_dataset(voc2012: Path, train_aug: bool, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
+    train = _dataset(voc2012, TRAIN_SPLIT, SEG_DIR, pipeline)
+    if not train_aug:
+        return train
+    # mmseg's pascal_voc12_aug.py: ConcatDataset of train.txt and SBD's aug.txt.
+    return dict(type="ConcatDataset", datasets=[train, _dataset(voc2012, AUG_SPLIT, AUG_SEG_DIR, pipeline)])
+
+
+def _dataloader(dataset: dict[str, Any], **loader: Any) -> dict[str, Any]:
     return dict(num_workers=0, persistent_workers=False, dataset=dataset, **loader)
 
 
@@ -202,14 +220,14 @@ def build_config(
             work_dir=str(work_dir),
             model=_model(arch, weights, protocol.crop_size),
             train_dataloader=_dataloader(
-                voc2012,
-                TRAIN_SPLIT,
-                train_pipeline,
+                _train_dataset(voc2012, protocol.train_aug, train_pipeline),
                 batch_size=protocol.batch_size,
                 sampler=dict(type="InfiniteSampler", shuffle=True),
             ),
             test_dataloader=_dataloader(
-                voc2012, VAL_SPLIT, test_pipeline, batch_size=1, sampler=dict(type="DefaultSampler", shuffle=False)
+                _dataset(voc2012, VAL_SPLIT, SEG_DIR, test_pipeline),
+                batch_size=1,
+                sampler=dict(type="DefaultSampler", shuffle=False),
             ),
             test_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
             train_cfg=dict(type="IterBasedTrainLoop", max_iters=protocol.max_iters),
@@ -254,23 +272,26 @@ def build_config(
     )
 
 
-def check_voc2012(voc_root: Path) -> Path:
+def check_voc2012(voc_root: Path, train_aug: bool = False) -> Path:
     """The VOC2012 folder of the VOCdevkit `voc_root`; UserError listing what is missing."""
     voc2012 = voc_root / "VOC2012"
     expected = [voc2012 / IMG_DIR, voc2012 / SEG_DIR, voc2012 / TRAIN_SPLIT, voc2012 / VAL_SPLIT]
+    if train_aug:
+        expected += [voc2012 / AUG_SEG_DIR, voc2012 / AUG_SPLIT]
     if missing := [str(path) for path in expected if not path.exists()]:
         raise UserError(
             f"{voc_root} is not a VOCdevkit folder with the VOC2012 segmentation layout: missing {', '.join(missing)} "
             f"(expected {', '.join(map(str, expected))}); build it with `python -m prepare voc` or fix --voc-root."
         )
-    for split in (TRAIN_SPLIT, VAL_SPLIT):
+    splits = [(TRAIN_SPLIT, SEG_DIR), (VAL_SPLIT, SEG_DIR)] + ([(AUG_SPLIT, AUG_SEG_DIR)] if train_aug else [])
+    for split, seg_dir in splits:
         ids = (voc2012 / split).read_text().split()
         if not ids:
             raise UserError(f"{voc2012 / split} lists no images; rebuild the VOC root with `python -m prepare voc`.")
         absent = [
             str(path)
             for image_id in ids
-            for path in (voc2012 / IMG_DIR / f"{image_id}.jpg", voc2012 / SEG_DIR / f"{image_id}.png")
+            for path in (voc2012 / IMG_DIR / f"{image_id}.jpg", voc2012 / seg_dir / f"{image_id}.png")
             if not path.is_file()
         ]
         if absent:

@@ -75,7 +75,7 @@ def run(
     out: Path,
 ) -> dict[str, Any]:
     """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds."""
-    voc2012 = check_voc2012(voc_root)
+    voc2012 = check_voc2012(voc_root, protocol.train_aug)
     _check_device(device)
     if weights is not None and (weights_arch := read_arch(weights)) != arch:
         raise UserError(f"{weights} holds a {weights_arch} backbone but --arch is {arch}; pass --arch {weights_arch}.")
