@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	@VENV=$(VENV) bash tools/release_stale_lock.sh
-	$(SNAKEMAKE) results/table1.csv results/table1.md results/benchmarks.md
+	$(SNAKEMAKE) results/table1.csv results/table1.md results/figures/pretrain_losses.png results/benchmarks.md
 	@cat results/table1.md
 	@echo
 	@cat results/benchmarks.md

@@ -1,4 +1,4 @@
-"""`python -m analysis <command>`: paper-style tables and the benchmark summary."""
+"""`python -m analysis <command>`: paper-style tables, figures and the benchmark summary."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 
 from analysis.benchmarks import summarise_benchmarks
+from analysis.figures import plot_pretrain_losses
 from analysis.table1 import write_table1
 from core.errors import run_cli
 
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=lambda a: summarise_benchmarks(a.files, a.out_csv, a.out_md))
+    p = commands.add_parser("pretrain-losses", help="loss curves of pretraining runs")
+    p.add_argument("run_dirs", nargs="+", help="results/pretrain/<run> folders (each with train_log.csv)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=lambda a: plot_pretrain_losses(a.run_dirs, a.out))
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.benchmarks import summarise_benchmarks
+from analysis.figures import plot_pretrain_losses
 from analysis.table1 import write_table1
 from core.errors import UserError
 
@@ -57,3 +58,19 @@ def test_benchmark_summary(tmp_path: Path) -> None:
     frame = summarise_benchmarks(files, str(tmp_path / "b.csv"), str(tmp_path / "b.md"))
     assert frame["job"].tolist() == ["pretrain/a", "prepare_coco", "total (sum over jobs)"]
     assert frame.iloc[-1]["wall_s"] == pytest.approx(12.5) and frame.iloc[-1]["max_rss_mb"] == 100.0
+
+
+def test_pretrain_loss_figure(tmp_path: Path) -> None:
+    for run, columns in (("a", "loss,loss_global"), ("b", "loss,loss_global,loss_dense")):
+        (tmp_path / run).mkdir()
+        rows = [",".join(["1", "0.03"] + ["5.0"] * len(columns.split(","))),
+                ",".join(["2", "0.02"] + ["4.0"] * len(columns.split(",")))]
+        (tmp_path / run / "train_log.csv").write_text("\n".join([f"iteration,lr,{columns}", *rows]) + "\n")
+    out = tmp_path / "fig.png"
+    plot_pretrain_losses([str(tmp_path / "a"), str(tmp_path / "b")], str(out))
+    from PIL import Image
+
+    with Image.open(out) as img:  # three panels side by side: loss, loss_dense, loss_global
+        assert img.format == "PNG" and img.width == 3 * 4.5 * 120
+    with pytest.raises(UserError, match="train_log.csv is missing: rerun the pretraining of c"):
+        plot_pretrain_losses([str(tmp_path / "c")], str(out))

@@ -112,7 +112,7 @@ def benchmark_files():
 
 
 def analysis_targets():
-    return [f"{RESULTS}/benchmarks.csv", f"{RESULTS}/benchmarks.md"]
+    return [f"{RESULTS}/benchmarks.csv", f"{RESULTS}/benchmarks.md", f"{RESULTS}/figures/pretrain_losses.png"]
 
 
 def pretrained_weights(fmt):
