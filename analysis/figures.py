@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend needed
 
-matplotlib.use("Agg")  # files only: no display on cluster nodes or CI
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from core.errors import UserError  # noqa: E402
-from core.io import atomic_path  # noqa: E402
+from core.errors import UserError
+from core.io import atomic_path
 
 
 def plot_pretrain_losses(run_dirs: list[str], out_png: str) -> None:
@@ -23,7 +20,8 @@ def plot_pretrain_losses(run_dirs: list[str], out_png: str) -> None:
             raise UserError(f"{path} is missing: rerun the pretraining of {Path(run_dir).name}.")
         logs[Path(run_dir).name] = pd.read_csv(path)
     columns = sorted({c for log in logs.values() for c in log.columns if c.startswith("loss")})
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.5), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(columns), 3.5))
+    axes = fig.subplots(1, len(columns), squeeze=False)
     for ax, column in zip(axes[0], columns, strict=True):
         for run, log in logs.items():
             if column in log:
@@ -34,4 +32,3 @@ def plot_pretrain_losses(run_dirs: list[str], out_png: str) -> None:
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)

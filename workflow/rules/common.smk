@@ -126,8 +126,9 @@ def pretrained_weights(fmt):
     return weights
 
 
-def weights_arg(fmt):
-    return lambda wildcards, input: input.weights[0] if input.weights else "none"
+def weights_arg(wildcards, input):
+    """The --weights argument of a finetune job: its converted checkpoint, or 'none' for random init."""
+    return input.weights[0] if input.weights else "none"
 
 
 def table1_spec():

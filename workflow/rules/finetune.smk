@@ -41,7 +41,7 @@ rule voc_detection:
         finetune_metrics("voc_detection", "{run}", "{seed}"),
     params:
         voc=lambda wc: dataset_root("voc"),
-        weights=weights_arg("d2.pkl"),
+        weights=weights_arg,
         protocol=json.dumps({k: v for k, v in config["finetune"]["voc_detection"].items() if k != "threads"}),
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=ARCH,
@@ -69,7 +69,7 @@ rule voc_segmentation:
         finetune_metrics("voc_segmentation", "{run}", "{seed}"),
     params:
         voc=lambda wc: dataset_root("voc"),
-        weights=weights_arg("mmseg.pth"),
+        weights=weights_arg,
         protocol=json.dumps({k: v for k, v in config["finetune"]["voc_segmentation"].items() if k != "threads"}),
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=ARCH,
