@@ -28,6 +28,7 @@ localrules:
 rule all:
     default_target: True
     input:
+        prepare_targets(),
         table_targets(),
         analysis_targets(),
 

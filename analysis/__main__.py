@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from analysis import table2
 from analysis.benchmarks import summarise_benchmarks
+from analysis.bsds_table import write_bsds_table
 from analysis.figures import plot_pretrain_losses
 from analysis.table1 import write_table1
 from core.errors import run_cli
@@ -29,6 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_dirs", nargs="+", help="results/pretrain/<run> folders (each with train_log.csv)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=lambda a: plot_pretrain_losses(a.run_dirs, a.out))
+    p = commands.add_parser("bsds-table", help="BSDS500 scores of the edge model and its OWT-UCM")
+    p.add_argument("--edges", required=True, help="eval_bdry.txt of the edge maps")
+    p.add_argument("--ucm", required=True, help="eval_bdry.txt of the UCMs")
+    p.add_argument("--timing", required=True, help="timing JSON of bsds-predict")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=lambda a: write_bsds_table(a.edges, a.ucm, a.timing, a.out_csv, a.out_md))
+    table2.register(commands)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -5,13 +5,28 @@ from __future__ import annotations
 import argparse
 
 from core.errors import run_cli
-from prepare import coco, image_list, voc
+from prepare import (
+    bsds,
+    bsds_eval,
+    bsds_predict,
+    coco,
+    coco_subset,
+    image_list,
+    openimages,
+    openimages_mini,
+    proposals,
+    region_trees,
+    shards,
+    voc,
+)
+from prepare.edges import train as edge_model
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m prepare", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (coco, voc, image_list):
+    for module in (coco, voc, bsds, image_list, openimages, openimages_mini, coco_subset, proposals, edge_model,
+                   region_trees, shards, bsds_predict, bsds_eval):
         module.register(commands)
     args = parser.parse_args(argv)
     args.func(args)

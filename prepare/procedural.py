@@ -222,7 +222,7 @@ def _annotate(obj: _Object, image_id: int, ann_id: int, height: int, width: int)
     return ann
 
 
-def _render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[_Object]]:
+def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[_Object]]:
     """One RGB image (long side `size`, random orientation and aspect) and its objects."""
     short = round(size * rng.uniform(0.75, 1.0))
     height, width = (short, size) if rng.random() < 0.7 else (size, short)
@@ -235,7 +235,7 @@ def _render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[_Obje
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
-def _save_jpeg(pixels: np.ndarray, path: Path) -> None:
+def save_jpeg(pixels: np.ndarray, path: Path) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(pixels).save(tmp, format="JPEG", quality=90)
 
@@ -258,10 +258,10 @@ def generate(out: Path, seed: int, counts: Mapping[str, int], size: int) -> None
         for _ in range(count):
             image_id += 1
             rng = np.random.default_rng((seed, split_index, image_id))
-            pixels, objects = _render(rng, size)
+            pixels, objects = render(rng, size)
             height, width = pixels.shape[:2]
             file_name = f"{image_id:012d}.jpg"
-            _save_jpeg(pixels, out / split / file_name)
+            save_jpeg(pixels, out / split / file_name)
             images.append({
                 "license": 1, "file_name": file_name, "coco_url": "", "height": height, "width": width,
                 "date_captured": "", "flickr_url": "", "id": image_id,

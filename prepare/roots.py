@@ -12,14 +12,20 @@ EXPECTED_LAYOUT = {
     "voc": "VOC2007/{JPEGImages,Annotations,ImageSets/Main}, VOC2012/{JPEGImages,Annotations,ImageSets/Main,"
     "ImageSets/Segmentation,SegmentationClass} (+ SBD's SegmentationClassAug and ImageSets/Segmentation/aug.txt "
     "when finetune.voc_segmentation.train_aug is true, as mmseg's voc_aug.py converter writes them)",
+    "openimages": "train/<ImageID>.jpg, train-annotations-bbox.csv, class-descriptions-boxable.csv",
+    "bsds500": "data/images/{train,val,test}/*.jpg, data/groundTruth/{train,val,test}/*.mat",
 }
+# Datasets the prepare stage can build a small copy of.
+BUILDABLE = frozenset({"coco", "voc", "openimages", "bsds500"})
 
 
 def check_dataset_root(name: str, root: str) -> None:
     """Raise a UserError naming the config key, the expected layout and the fix if `root` is missing."""
     if not Path(root).is_dir():
+        build_hint = "."
+        if name in BUILDABLE:
+            build_hint = f"; or set `datasets.{name}.build: true` to build a small one with the prepare stage."
         raise UserError(
             f"dataset root for '{name}' not found: {root}. Set `datasets.{name}.root` in a --configfile "
-            f"to a folder with the official layout: {EXPECTED_LAYOUT[name]}; or set "
-            f"`datasets.{name}.build: true` to build a small one with the prepare stage."
+            f"to a folder with the official layout: {EXPECTED_LAYOUT[name]}{build_hint}"
         )

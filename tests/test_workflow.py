@@ -61,22 +61,31 @@ def test_missing_dataset_root_names_the_fix() -> None:
     assert "train2017/*.jpg" in out
 
 
-def test_paper_dry_run_lists_gpu_jobs(tmp_path: Path) -> None:
-    roots = {"coco": tmp_path / "coco", "voc": tmp_path / "VOCdevkit"}
+def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -> None:
+    roots = {"coco": tmp_path / "coco", "voc": tmp_path / "VOCdevkit", "openimages": tmp_path / "openimages",
+             "bsds500": tmp_path / "BSDS500"}
     for root in roots.values():
         root.mkdir()
+    for name in ("train-annotations-bbox.csv", "class-descriptions-boxable.csv"):
+        (roots["openimages"] / name).touch()
+    (roots["coco"] / "annotations").mkdir()
+    (roots["coco"] / "annotations" / "instances_train2017.json").touch()
     override = {"datasets": {name: {"root": str(root), "build": False} for name, root in roots.items()}}
-    result = snakemake("-n", "--config", "scale=paper", "--configfile", configfile(tmp_path, override), "--",
-                       "results/table1.csv")
+    result = snakemake("-n", "--config", "scale=paper", "--configfile", configfile(tmp_path, override), "--", "all")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    # Nothing is built at paper scale: the DAG starts from the image list of the real COCO root.
-    assert "prepare_coco" not in out and "prepare_voc" not in out
+    # Nothing is built at paper scale: the DAG starts from the real dataset roots.
+    assert not re.search(r"^prepare_(coco|voc|bsds500|openimages)\s", out, re.M)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     # 3 rows x 2 protocols x 2 seeds (HoughCL: averaged over 2 trials)
     assert counts["voc_detection"] == "6" and counts["voc_segmentation"] == "6" and counts["pretrain_run"] == "2"
+    # 64 shards each of proposals and region trees, one edge model, two mini-COCO subsets.
+    assert counts["proposals_shard"] == counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
+    assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
     pretrain_jobs = [block for block in out.split("\n\n") if "rule pretrain_run:" in block]
     assert pretrain_jobs and all("gpu=8" in block and "runtime=4320" in block for block in pretrain_jobs)
+    shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
+    assert len(shard_resources) == 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
     assert "densecl-coco-resnet50-800ep-s0" in out
 
 
@@ -85,21 +94,41 @@ def test_lint_reports_no_errors() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_prepare_stage_without_shared_data_builds_procedural_layouts(tmp_path: Path) -> None:
-    """A user's clone has no ../shared: `snakemake prepare` generates the datasets instead."""
+def test_dataset_builders_without_shared_data_build_procedural_layouts(tmp_path: Path) -> None:
+    """A user's clone has no ../shared: the prepare stage generates COCO, VOC and BSDS500 instead.
+
+    Then proposals in 2 shards: after a killed shard job, the rerun redoes only that shard and the index.
+    """
     override = {"datasets": {"source_root": str(tmp_path / "absent"),
-                             "procedural": {"train_images": 12, "val_images": 6, "image_size": 128}}}
+                             "procedural": {"train_images": 12, "val_images": 6, "bsds_images": 2, "image_size": 128}},
+                "prepare": {"proposals": {"max_side": 96}}}
+    targets = ["results/prepare/coco/manifest.json", "results/prepare/VOCdevkit/manifest.json",
+               "results/prepare/BSDS500/manifest.json", "results/prepare/proposals/coco/index.json"]
     workdir = tmp_path / "run"
     workdir.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--cores", "1", "--configfile", configfile(tmp_path, override), "--", "prepare"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+             "--cores", "1", "--configfile", configfile(tmp_path, override), *args, "--", *targets],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    run()
     prepared = workdir / "results" / "prepare"
     assert json.loads((prepared / "coco" / "manifest.json").read_text())["source"] == "procedural"
     assert (prepared / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").read_text().strip()
     images = (prepared / "pretrain-coco" / "images.txt").read_text().split()
     assert len(images) == 12 and all(Path(p).is_file() for p in images)
+    assert json.loads((prepared / "BSDS500" / "manifest.json").read_text())["splits"]["test"]["images"] == 2
+    assert json.loads((prepared / "proposals" / "coco" / "index.json").read_text())["images"] == 12
+    # A job killed while writing shard 1: shard 0 is done, shard 1 and the index were never written.
+    (prepared / "proposals" / "coco" / "shard-00001-of-00002.npz").unlink()
+    (prepared / "proposals" / "coco" / "index.json").unlink()
+    out = run("-n").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert counts == {"proposals_shard": "1", "shard_index": "1", "total": "2"}, out
+    assert "shard-00001-of-00002" in out and "shard-00000-of-00002.npz" not in out.split("rule shard_index")[0]

@@ -27,17 +27,23 @@ config.update(_resolved)
 validate_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
 
 PRE = config["pretrain"]
+PREP = config["prepare"]
 SEEDS = config["seeds"]
 ARCH = PRE["arch"]
 
 
 # External dataset roots (not built by the prepare stage) must exist before any job is planned.
-for _name in ("coco", "voc"):
+for _name in ("coco", "voc", "openimages", "bsds500"):
     if not config["datasets"][_name]["build"]:
         try:
             check_dataset_root(_name, config["datasets"][_name]["root"])
         except UserError as err:
             raise WorkflowError(str(err)) from None
+if PREP["edge_model"]["model"] and not os.path.isfile(PREP["edge_model"]["model"]):
+    raise WorkflowError(
+        f"prepare.edge_model.model not found: {PREP['edge_model']['model']}. Point it at a structured-edge "
+        "model.yml.gz (e.g. OpenCV's official one) or set it to null to train ours on BSDS500."
+    )
 
 
 def dataset_root(name):
@@ -85,8 +91,53 @@ def resources_for(section, threads):
     return out
 
 
+def pretrain_image_list(data):
+    return f"{RESULTS}/prepare/pretrain-{data}/images.txt"
+
+
+# Sharded per-image outputs: one job per shard (a SLURM array on a cluster), then an index.
+SHARDS = [f"shard-{i:05d}-of-{PREP['shards']:05d}" for i in range(PREP["shards"])]
+SHARDED = ("proposals", "region_trees")
+
+
+def shard_files(kind, data):
+    return [f"{RESULTS}/prepare/{kind}/{data}/{shard}.npz" for shard in SHARDS]
+
+
+def edge_model_file():
+    """The structured-edge model: the configured file, or the one the prepare stage trains."""
+    return PREP["edge_model"]["model"] or f"{RESULTS}/prepare/edges/model.yml.gz"
+
+
+def coco_annotations(split):
+    return f"{dataset_root('coco')}/annotations/instances_{split}.json"
+
+
+def openimages_mini_files():
+    out = f"{RESULTS}/prepare/openimages_mini"
+    return [f"{out}/image_ids.txt", f"{out}/instances_openimages_mini.json", f"{out}/stats.json"]
+
+
+def coco_subset_files():
+    return [f"{RESULTS}/prepare/coco_subsets/instances_train2017_{pct}pct.json" for pct in PREP["coco_subsets"]["percents"]]
+
+
+def bsds_eval_files():
+    return [f"{RESULTS}/prepare/edges/bsds_test.{ext}" for ext in ("csv", "md")]
+
+
 def prepare_targets():
-    return [*dataset_manifest("coco"), *dataset_manifest("voc"), f"{RESULTS}/prepare/pretrain-{PRE['data']}/images.txt"]
+    data = PRE["data"]
+    return [
+        *dataset_manifest("coco"),
+        *dataset_manifest("voc"),
+        *dataset_manifest("bsds500"),
+        pretrain_image_list(data),
+        *[f"{RESULTS}/prepare/{kind}/{data}/index.json" for kind in SHARDED],
+        *openimages_mini_files(),
+        *coco_subset_files(),
+        *bsds_eval_files(),
+    ]
 
 
 def pretrain_targets():
@@ -98,13 +149,21 @@ def finetune_targets():
 
 
 def table_targets():
-    return [f"{RESULTS}/table1.csv", f"{RESULTS}/table1.md"]
+    return [f"{RESULTS}/table1.csv", f"{RESULTS}/table1.md", f"{RESULTS}/table2.csv", f"{RESULTS}/table2.md"]
 
 
 def benchmark_files():
     """Every job's benchmark file on the way to table 1 (the analysis stage summarises them)."""
-    files = [f"{RESULTS}/benchmarks/prepare_{name}.tsv" for name in ("coco", "voc") if config["datasets"][name]["build"]]
+    built = ("coco", "voc", "bsds500", "openimages")
+    files = [f"{RESULTS}/benchmarks/prepare_{name}.tsv" for name in built if config["datasets"][name]["build"]]
     files.append(f"{RESULTS}/benchmarks/prepare_image_list_{PRE['data']}.tsv")
+    files += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-{shard}.tsv" for kind in SHARDED for shard in SHARDS]
+    files += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-index.tsv" for kind in SHARDED]
+    if not PREP["edge_model"]["model"]:
+        files.append(f"{RESULTS}/benchmarks/edge_model.tsv")
+    files += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("bsds_predict", "bsds_eval_edges", "bsds_eval_ucm")]
+    files.append(f"{RESULTS}/benchmarks/openimages_mini.tsv")
+    files += [f"{RESULTS}/benchmarks/coco_subset_{pct}pct.tsv" for pct in PREP["coco_subsets"]["percents"]]
     files += [f"{RESULTS}/benchmarks/pretrain/{run}.tsv" for run in PRETRAIN_RUNS]
     files += [f"{RESULTS}/benchmarks/convert/{run}-{fmt}.tsv" for run in PRETRAIN_RUNS for fmt in ("d2", "mmseg")]
     files += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p in PROTOCOLS for run in FINETUNE_RUNS for s in SEEDS]
@@ -154,3 +213,5 @@ def table1_inputs(wildcards):
 wildcard_constraints:
     run=r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*",
     seed=r"\d+",
+    shard=r"shard-\d{5}-of-\d{5}",
+    data=r"[a-z0-9_]+",

@@ -19,3 +19,19 @@ rule table1:
     shell:
         "python -m analysis table1 --spec-json {params.spec:q} --scale {params.scale}"
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+
+
+rule table2:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        f"{RESULTS}/prepare/openimages_mini/stats.json",
+    output:
+        csv=f"{RESULTS}/table2.csv",
+        md=f"{RESULTS}/table2.md",
+    log:
+        f"{RESULTS}/logs/table2.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/table2.tsv"
+    shell:
+        "python -m analysis table2 --stats {input:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

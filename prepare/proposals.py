@@ -1,0 +1,113 @@
+"""`python -m prepare proposals`: selective-search boxes per image, filtered as SoCo does, in shards.
+
+D3SSL (Sec. 4) takes its noisy object boxes from selective search (Uijlings et al., IJCV 2013)
+following SoCo. The search is OpenCV's (`cv2.ximgproc.segmentation`), fast mode by default. SoCo's
+released pipeline keeps boxes with w >= 32 and h >= 32 and filters them with "ratio3size0308"
+(1/3 <= w/h <= 3 and 0.3 <= sqrt(wh)/sqrt(WH) <= 0.8); its "post" step gives an image left without
+any box the ratio-only filter ("ratio3"), then no filter ("none"). Each image records which one.
+
+Boxes are (x1, y1, x2, y2) in pixels of the original image, float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.errors import UserError
+from core.images import load_rgb
+from prepare.image_list import read_image_list
+from prepare.shards import Record, image_list_hash, run_shard, shard_slice
+
+# Fallback order of SoCo's "ratio3size0308post"; the index is what a shard stores per image.
+FILTERS = ("ratio3size0308", "ratio3", "none")
+MODES = ("fast", "quality")
+
+
+def selective_search(rgb: np.ndarray, mode: str = "fast", max_side: int | None = None) -> np.ndarray:
+    """Selective-search boxes (x1, y1, x2, y2) of an RGB uint8 image, in its own pixel coordinates.
+
+    `max_side`: search on a copy resized so its longer side is at most this (search time grows
+    faster than linearly with pixels); boxes are scaled back.
+    """
+    if mode not in MODES:
+        raise UserError(f"unknown selective-search mode '{mode}'; use one of {', '.join(MODES)}")
+    height, width = rgb.shape[:2]
+    scale = 1.0
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        rgb = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if mode == "fast":
+        search.switchToSelectiveSearchFast()
+    else:
+        search.switchToSelectiveSearchQuality()
+    rects = np.asarray(search.process(), dtype=np.float32).reshape(-1, 4)
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1) / scale
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    return boxes
+
+
+def filter_boxes(
+    boxes: np.ndarray,
+    image_hw: tuple[int, int],
+    min_side: float = 32,
+    max_ratio: float = 3.0,
+    size_range: tuple[float, float] = (0.3, 0.8),
+) -> tuple[np.ndarray, int]:
+    """SoCo's "ratio3size0308post" filter; returns the kept boxes and the index in FILTERS used."""
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    big = (widths >= min_side) & (heights >= min_side)
+    aspect = widths / np.maximum(heights, 1e-6)
+    ratio_ok = big & (aspect >= 1 / max_ratio) & (aspect <= max_ratio)
+    relative_size = np.sqrt(widths * heights) / np.sqrt(image_hw[0] * image_hw[1])
+    size_ok = ratio_ok & (relative_size >= size_range[0]) & (relative_size <= size_range[1])
+    for used, keep in enumerate((size_ok, ratio_ok)):
+        if keep.any():
+            return boxes[keep], used
+    return boxes, len(FILTERS) - 1
+
+
+def proposals_for(path: str, mode: str, max_side: int | None) -> Record:
+    """The filtered proposals of one image file, as a shard record."""
+    rgb = np.asarray(load_rgb(path))
+    boxes, used = filter_boxes(selective_search(rgb, mode, max_side), rgb.shape[:2])
+    return {"boxes": boxes.astype(np.float32), "filter": np.array(used, dtype=np.uint8)}
+
+
+def _run(args: argparse.Namespace) -> None:
+    cv2.setNumThreads(args.threads)
+    paths = read_image_list(args.images)
+    mine = shard_slice(paths, args.shard, args.shards)
+    meta = {
+        "kind": "selective-search proposals",
+        "mode": args.mode,
+        "max_side": args.max_side,
+        "filters": list(FILTERS),
+        "box_format": "x1y1x2y2 pixels",
+        "image_list_hash": image_list_hash(paths),
+        "shard_list_hash": image_list_hash(mine),
+        "shard": args.shard,
+        "shards": args.shards,
+    }
+    run_shard(mine, lambda path: proposals_for(path, args.mode, args.max_side), args.out, meta,
+              checkpoint_every=args.checkpoint_every, desc="proposals")
+    print(f"{len(mine)} images -> {args.out}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("proposals", help="selective-search proposals of one shard", description=__doc__)
+    parser.add_argument("--images", type=Path, required=True, help="image list (python -m prepare image-list)")
+    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
+    parser.add_argument("--shards", type=int, required=True, help="number of shards")
+    parser.add_argument("--mode", choices=MODES, default="fast", help="OpenCV selective-search strategy")
+    parser.add_argument("--max-side", type=int, default=None, help="resize so the longer side is at most this")
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
+    parser.add_argument("--checkpoint-every", type=int, default=25, help="images between resume points")
+    parser.add_argument("--out", type=Path, required=True, help="shard file to write (.npz)")
+    parser.set_defaults(func=_run)

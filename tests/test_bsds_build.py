@@ -1,0 +1,57 @@
+"""The BSDS500-layout builder: real files linked, or procedural images with human-like annotators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from core.errors import UserError
+from prepare.bsds import boundaries_of, build_bsds
+from prepare.bsds_eval import load_ground_truth
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def test_boundaries_are_label_changes_to_the_right_or_below() -> None:
+    labels = np.array([[1, 1, 2], [1, 1, 2], [3, 3, 3]])
+    # By hand: (0,1) and (1,1) touch label 2 on the right; (1,0), (1,1) touch 3 below; (1,2) touches 3 below.
+    assert boundaries_of(labels).tolist() == [[0, 1, 0], [1, 1, 1], [0, 0, 0]]
+
+
+def test_procedural_build_has_the_official_layout_and_three_annotators(tmp_path: Path) -> None:
+    manifest = build_bsds(tmp_path / "absent", tmp_path / "BSDS500", seed=0, procedural_count=2, procedural_size=96)
+    assert manifest["source"] == "procedural"
+    assert {split: info["images"] for split, info in manifest["splits"].items()} == {"train": 2, "val": 2, "test": 2}
+    for mat in (tmp_path / "BSDS500" / "data" / "groundTruth" / "test").glob("*.mat"):
+        image = tmp_path / "BSDS500" / "data" / "images" / "test" / f"{mat.stem}.jpg"
+        assert image.is_file()
+        cell = scipy.io.loadmat(mat)["groundTruth"]
+        assert cell.shape == (1, 3)
+        segmentations = [cell[0, i]["Segmentation"][0, 0] for i in range(3)]
+        assert all(s.dtype == np.uint16 and s.min() == 1 for s in segmentations)
+        boundaries = load_ground_truth(mat)  # the benchmark's own reader
+        pairs = zip(boundaries, segmentations, strict=True)
+        assert all(np.array_equal(b, boundaries_of(s).astype(bool)) for b, s in pairs)
+        # The third annotator draws objects one pixel larger: a different, non-empty boundary set.
+        assert boundaries[0].any() and not np.array_equal(boundaries[0], boundaries[2])
+    again = tmp_path / "again"
+    build_bsds(tmp_path / "absent", again, seed=0, procedural_count=2, procedural_size=96)
+    assert manifest["splits"] == build_bsds(tmp_path / "absent", again, 0, 2, 96)["splits"]
+
+
+def test_bad_procedural_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="datasets.procedural"):
+        build_bsds(tmp_path / "absent", tmp_path / "out", seed=0, procedural_count=0, procedural_size=96)
+
+
+@pytest.mark.skipif(not (SHARED / "bsds500").is_dir(), reason=f"real data not found at {SHARED}")
+def test_real_bsds_is_linked_in_place(tmp_path: Path) -> None:
+    manifest = build_bsds(SHARED, tmp_path / "BSDS500", seed=0, procedural_count=1, procedural_size=96)
+    assert manifest["source"] == "bsds500"
+    assert {split: info["images"] for split, info in manifest["splits"].items()} == {
+        "train": 200, "val": 100, "test": 200}
+    linked = tmp_path / "BSDS500" / "data" / "groundTruth" / "test" / "100007.mat"
+    assert linked.is_symlink() and linked.resolve() == (SHARED / "bsds500/BSDS500/data/groundTruth/test/100007.mat")
