@@ -16,8 +16,12 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	@VENV=$(VENV) bash tools/release_stale_lock.sh
-	$(SNAKEMAKE) results/table1.csv results/table1.md results/figures/pretrain_losses.png results/benchmarks.md
+	$(SNAKEMAKE) all
 	@cat results/table1.md
+	@echo
+	@cat results/table2.md
+	@echo
+	@cat results/prepare/edges/bsds_test.md
 	@echo
 	@cat results/benchmarks.md
 

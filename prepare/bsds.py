@@ -3,7 +3,7 @@
     OUT/data/images/{train,val,test}/<id>.jpg
     OUT/data/groundTruth/{train,val,test}/<id>.mat   cell array `groundTruth` of structs with
                                                      `Segmentation` (uint16 labels from 1) and
-                                                     `Boundaries` (uint8 0/1), one per annotator
+                                                     `Boundaries` (uint8 0/1, seg2bdry), one per annotator
     OUT/manifest.json                                (written last: the Snakemake output)
 
 From SOURCE_ROOT/bsds500/BSDS500 when it exists (files symlinked, every image checked to have its
@@ -27,24 +27,18 @@ from core.errors import UserError
 from core.io import atomic_path, write_json
 from core.provenance import provenance
 from prepare import procedural
+from prepare.bsds_eval import seg_boundaries
 from prepare.layouts import MANIFEST, link, list_summary, start_build
 
 SPLITS = ("train", "val", "test")
-
-
-def boundaries_of(segmentation: np.ndarray) -> np.ndarray:
-    """Pixels whose right or lower neighbour has another label (thin, one pixel wide), as uint8 0/1."""
-    edge = np.zeros(segmentation.shape, dtype=bool)
-    edge[:, :-1] |= segmentation[:, :-1] != segmentation[:, 1:]
-    edge[:-1, :] |= segmentation[:-1, :] != segmentation[1:, :]
-    return edge.astype(np.uint8)
 
 
 def write_ground_truth(path: Path, segmentations: list[np.ndarray]) -> None:
     """A BSDS500 groundTruth .mat: a 1 x n cell of structs (Segmentation, Boundaries)."""
     cell = np.empty((1, len(segmentations)), dtype=object)
     for index, segmentation in enumerate(segmentations):
-        cell[0, index] = {"Segmentation": segmentation.astype(np.uint16), "Boundaries": boundaries_of(segmentation)}
+        boundaries = seg_boundaries(segmentation).astype(np.uint8)  # as BSDS500 drew them (seg2bdry)
+        cell[0, index] = {"Segmentation": segmentation.astype(np.uint16), "Boundaries": boundaries}
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         scipy.io.savemat(handle, {"groundTruth": cell})
 

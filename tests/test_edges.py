@@ -7,7 +7,6 @@ layout, the node numbering and the feature indexing used in training are OpenCV'
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import BSDS, edge_model_cli, train_edge_model
 
 from core.errors import UserError, run_cli
 from prepare.edges import train as edges_train
@@ -36,29 +36,8 @@ from prepare.edges.opencv_model import OpenCVForest, check_model, load_detector,
 from prepare.edges.options import SEOptions
 from prepare.edges.reference import predict_edges
 
-BSDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bsds500" / "BSDS500"
 needs_bsds = pytest.mark.skipif(not (BSDS / "data").is_dir(), reason=f"BSDS500 not found at {BSDS}")
 TEST_IMAGE = "100007"  # a BSDS test image, never used for training here
-
-
-def _cli(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    edges_train.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args.func(args)
-
-
-def _train(out: Path, trees: int, images: int, samples: int, seed: int = 1) -> None:
-    _cli(["edge-model", "--bsds-root", str(BSDS), "--splits", "train", "--trees", str(trees),
-          "--samples-per-tree", str(samples), "--seed", str(seed), "--max-images", str(images), "--out", str(out)])
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 trees, 6000 samples each from 3 BSDS train images (~4 s)."""
-    out = tmp_path_factory.mktemp("edges") / "model.yml.gz"
-    _train(out, trees=2, images=3, samples=6000)
-    return out
 
 
 def _test_image() -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +209,7 @@ def test_missing_or_broken_model_names_the_fix(tmp_path: Path) -> None:
 
 def test_missing_bsds_layout_and_bad_image(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(_cli, ["edge-model", "--bsds-root", str(tmp_path), "--out", str(tmp_path / "m.yml.gz")])
+        run_cli(edge_model_cli, ["edge-model", "--bsds-root", str(tmp_path), "--out", str(tmp_path / "m.yml.gz")])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "BSDS500 layout not found" in message and "data/{images,groundTruth}/{train,val,test}" in message
@@ -257,20 +236,20 @@ def test_missing_bsds_layout_and_bad_image(tmp_path: Path, capsys: pytest.Captur
 def test_same_seed_same_bytes_and_resume_trains_only_missing_trees(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
     whole, resumed = tmp_path / "a" / "model.yml.gz", tmp_path / "b" / "model.yml.gz"
-    _train(whole, trees=2, images=1, samples=2000)
-    _train(resumed, trees=1, images=1, samples=2000)  # an interrupted run: tree 0 only
+    train_edge_model(whole, trees=2, images=1, samples=2000)
+    train_edge_model(resumed, trees=1, images=1, samples=2000)  # an interrupted run: tree 0 only
     capsys.readouterr()
-    _train(resumed, trees=2, images=1, samples=2000)
+    train_edge_model(resumed, trees=2, images=1, samples=2000)
     assert "tree 1/2: reusing" in capsys.readouterr().out
     assert whole.read_bytes() == resumed.read_bytes()
     shutil.copy(edges_train.sidecar_dir(whole) / "tree_001.npz", edges_train.sidecar_dir(resumed) / "tree_000.npz")
-    _train(resumed, trees=2, images=1, samples=2000)  # a foreign tree file is retrained, not trusted
+    train_edge_model(resumed, trees=2, images=1, samples=2000)  # a foreign tree file is retrained, not trusted
     assert "retraining" in capsys.readouterr().out
     assert whole.read_bytes() == resumed.read_bytes()
-    _train(resumed, trees=2, images=1, samples=2000, seed=2)
+    train_edge_model(resumed, trees=2, images=1, samples=2000, seed=2)
     assert whole.read_bytes() != resumed.read_bytes()
     capsys.readouterr()
-    _cli(["edge-model", "--bsds-root", str(BSDS), "--splits", "train", "--trees", "2", "--trees-eval", "1",
+    edge_model_cli(["edge-model", "--bsds-root", str(BSDS), "--splits", "train", "--trees", "2", "--trees-eval", "1",
           "--samples-per-tree", "2000", "--seed", "2", "--max-images", "1", "--out", str(resumed)])
     assert capsys.readouterr().out.count("reusing") == 2  # trees-eval is an inference setting
     assert check_model(resumed).numberOfTreesToEvaluate == 1

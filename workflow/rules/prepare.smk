@@ -280,10 +280,11 @@ rule openimages_mini:
     input:
         boxes=f"{dataset_root('openimages')}/train-annotations-bbox.csv",
         classes=f"{dataset_root('openimages')}/class-descriptions-boxable.csv",
-        coco=coco_annotations("train2017"),
+        coco=dataset_manifest("coco"),
     output:
         openimages_mini_files(),
     params:
+        coco=lambda wc: coco_annotations("train2017"),
         mapping=PREP["openimages_mini"]["mapping"],
         images=lambda wc, input: os.path.join(os.path.dirname(input.boxes), "train"),
         seed=PREP["openimages_mini"]["seed"],
@@ -296,7 +297,7 @@ rule openimages_mini:
         f"{RESULTS}/benchmarks/openimages_mini.tsv"
     shell:
         "python -m prepare openimages-mini --boxes {input.boxes:q} --classes {input.classes:q}"
-        " --mapping {params.mapping:q} --coco-annotations {input.coco:q} --images-dir {params.images:q}"
+        " --mapping {params.mapping:q} --coco-annotations {params.coco:q} --images-dir {params.images:q}"
         " --seed {params.seed} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
@@ -304,12 +305,13 @@ rule coco_subset:
     conda:
         "../../envs/pretrain.yml"
     input:
-        coco_annotations("train2017"),
+        dataset_manifest("coco"),
     output:
         f"{RESULTS}/prepare/coco_subsets/instances_train2017_{{pct}}pct.json",
     wildcard_constraints:
         pct=r"\d+",
     params:
+        annotations=lambda wc: coco_annotations("train2017"),
         fraction=lambda wc: int(wc.pct) / 100,
         seed=PREP["coco_subsets"]["seed"],
     log:
@@ -317,5 +319,5 @@ rule coco_subset:
     benchmark:
         f"{RESULTS}/benchmarks/coco_subset_{{pct}}pct.tsv"
     shell:
-        "python -m prepare coco-subset --annotations {input:q} --fraction {params.fraction}"
+        "python -m prepare coco-subset --annotations {params.annotations:q} --fraction {params.fraction}"
         " --seed {params.seed} --out {output:q} > {log:q} 2>&1"
