@@ -161,7 +161,8 @@ def benchmark_files():
     files += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-index.tsv" for kind in SHARDED]
     if not PREP["edge_model"]["model"]:
         files.append(f"{RESULTS}/benchmarks/edge_model.tsv")
-    files += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("bsds_predict", "bsds_eval_edges", "bsds_eval_ucm")]
+    files += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("bsds_predict", "bsds_eval_edges", "bsds_eval_ucm",
+                                                                "bsds_table", "table2")]
     files.append(f"{RESULTS}/benchmarks/openimages_mini.tsv")
     files += [f"{RESULTS}/benchmarks/coco_subset_{pct}pct.tsv" for pct in PREP["coco_subsets"]["percents"]]
     files += [f"{RESULTS}/benchmarks/pretrain/{run}.tsv" for run in PRETRAIN_RUNS]
