@@ -12,15 +12,13 @@ Boxes are (x1, y1, x2, y2) in pixels of the original image, float32.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from core.errors import UserError
 from core.images import load_rgb
-from prepare.image_list import read_image_list
-from prepare.shards import Record, image_list_hash, run_shard, shard_slice
+from prepare.shards import Record, add_shard_arguments, run_shard_stage
 
 # Fallback order of SoCo's "ratio3size0308post"; the index is what a shard stores per image.
 FILTERS = ("ratio3size0308", "ratio3", "none")
@@ -82,32 +80,13 @@ def proposals_for(path: str, mode: str, max_side: int | None) -> Record:
 
 def _run(args: argparse.Namespace) -> None:
     cv2.setNumThreads(args.threads)
-    paths = read_image_list(args.images)
-    mine = shard_slice(paths, args.shard, args.shards)
-    meta = {
-        "kind": "selective-search proposals",
-        "mode": args.mode,
-        "max_side": args.max_side,
-        "filters": list(FILTERS),
-        "box_format": "x1y1x2y2 pixels",
-        "image_list_hash": image_list_hash(paths),
-        "shard_list_hash": image_list_hash(mine),
-        "shard": args.shard,
-        "shards": args.shards,
-    }
-    run_shard(mine, lambda path: proposals_for(path, args.mode, args.max_side), args.out, meta,
-              checkpoint_every=args.checkpoint_every, desc="proposals")
-    print(f"{len(mine)} images -> {args.out}")
+    settings = {"kind": "selective-search proposals", "mode": args.mode, "filters": list(FILTERS),
+                "box_format": "x1y1x2y2 pixels"}
+    run_shard_stage(args, settings, lambda path: proposals_for(path, args.mode, args.max_side), "proposals")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("proposals", help="selective-search proposals of one shard", description=__doc__)
-    parser.add_argument("--images", type=Path, required=True, help="image list (python -m prepare image-list)")
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
-    parser.add_argument("--shards", type=int, required=True, help="number of shards")
+    add_shard_arguments(parser)
     parser.add_argument("--mode", choices=MODES, default="fast", help="OpenCV selective-search strategy")
-    parser.add_argument("--max-side", type=int, default=None, help="resize so the longer side is at most this")
-    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
-    parser.add_argument("--checkpoint-every", type=int, default=25, help="images between resume points")
-    parser.add_argument("--out", type=Path, required=True, help="shard file to write (.npz)")
     parser.set_defaults(func=_run)

@@ -18,8 +18,7 @@ from core.errors import UserError
 from core.images import load_rgb
 from prepare.edges.detect import edges_and_orientation, model_fingerprint
 from prepare.hierarchy import cut_finest, owt_ucm
-from prepare.image_list import read_image_list
-from prepare.shards import Record, image_list_hash, run_shard, shard_slice
+from prepare.shards import Record, add_shard_arguments, run_shard_stage
 from prepare.spectral import spectral_edges
 
 
@@ -55,38 +54,20 @@ def _run(args: argparse.Namespace) -> None:
     cv2.setNumThreads(args.threads)
     if not 0 <= args.spectral_weight <= 1:
         raise UserError(f"--spectral-weight must be in [0, 1], got {args.spectral_weight}")
-    paths = read_image_list(args.images)
-    mine = shard_slice(paths, args.shard, args.shards)
-    meta = {
-        "kind": "OWT-UCM region trees",
-        "edge_model": model_fingerprint(args.edge_model),
-        "max_side": args.max_side,
-        "max_regions": args.max_regions,
-        "spectral_weight": args.spectral_weight,
-        "image_list_hash": image_list_hash(paths),
-        "shard_list_hash": image_list_hash(mine),
-        "shard": args.shard,
-        "shards": args.shards,
-    }
+    settings = {"kind": "OWT-UCM region trees", "edge_model": model_fingerprint(args.edge_model),
+                "max_regions": args.max_regions, "spectral_weight": args.spectral_weight}
 
     def process(path: str) -> Record:
         rgb = np.asarray(load_rgb(path))
         return region_tree_record(args.edge_model, rgb, args.max_side, args.max_regions, args.spectral_weight)
 
-    run_shard(mine, process, args.out, meta, checkpoint_every=args.checkpoint_every, desc="region trees")
-    print(f"{len(mine)} images -> {args.out}")
+    run_shard_stage(args, settings, process, "region trees")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("region-trees", help="OWT-UCM region hierarchies of one shard", description=__doc__)
-    parser.add_argument("--images", type=Path, required=True, help="image list (python -m prepare image-list)")
+    add_shard_arguments(parser)
     parser.add_argument("--edge-model", type=Path, required=True, help="structured-edge model (.yml.gz)")
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
-    parser.add_argument("--shards", type=int, required=True, help="number of shards")
-    parser.add_argument("--max-side", type=int, default=None, help="resize so the longer side is at most this")
     parser.add_argument("--max-regions", type=int, default=40, help="regions at the finest level (paper: 40)")
     parser.add_argument("--spectral-weight", type=float, default=0.0, help="weight of the spectral edge signal")
-    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
-    parser.add_argument("--checkpoint-every", type=int, default=25, help="images between resume points")
-    parser.add_argument("--out", type=Path, required=True, help="shard file to write (.npz)")
     parser.set_defaults(func=_run)

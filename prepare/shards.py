@@ -154,6 +154,34 @@ def run_shard(
     partial.unlink(missing_ok=True)
 
 
+def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line shape every sharded stage shares."""
+    parser.add_argument("--images", type=Path, required=True, help="image list (python -m prepare image-list)")
+    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
+    parser.add_argument("--shards", type=int, required=True, help="number of shards")
+    parser.add_argument("--max-side", type=int, default=None, help="resize so the longer side is at most this")
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
+    parser.add_argument("--checkpoint-every", type=int, default=25, help="images between resume points")
+    parser.add_argument("--out", type=Path, required=True, help="shard file to write (.npz)")
+
+
+def run_shard_stage(args: argparse.Namespace, settings: dict[str, Any], process: Callable[[str], Record],
+                    desc: str) -> None:
+    """Run one shard of a stage from its parsed `add_shard_arguments`; `settings` go into the shard's meta."""
+    paths = read_image_list(args.images)
+    mine = shard_slice(paths, args.shard, args.shards)
+    meta = {
+        **settings,
+        "max_side": args.max_side,
+        "image_list_hash": image_list_hash(paths),
+        "shard_list_hash": image_list_hash(mine),
+        "shard": args.shard,
+        "shards": args.shards,
+    }
+    run_shard(mine, process, args.out, meta, checkpoint_every=args.checkpoint_every, desc=desc)
+    print(f"{len(mine)} images -> {args.out}")
+
+
 def write_index(out: str | os.PathLike[str], shard_paths: Sequence[str], list_hash: str) -> dict[str, Any]:
     """Write the index of a sharded store after checking its shards belong to one image list."""
     shards = [Shard(path) for path in shard_paths]

@@ -20,17 +20,15 @@ opens, and indexes a malformed model out of bounds.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from core.errors import UserError
+from core.io import atomic_path
 from prepare.edges.options import SEOptions
 
 OFFICIAL_MODEL_URL = "https://github.com/opencv/opencv_extra/raw/master/testdata/cv/ximgproc/model.yml.gz"
@@ -67,24 +65,6 @@ def model_suffix(path: Path) -> str:
     return "".join(suffixes[-2:]) if suffixes[-1] == ".gz" else storage
 
 
-@contextlib.contextmanager
-def _atomic_model_path(path: Path) -> Iterator[Path]:
-    """Like `core.io.atomic_path`, but the temporary keeps the model's suffix (FileStorage picks
-    YAML + gzip from `.yml.gz`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=model_suffix(path), dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp_path.chmod(0o666 & ~umask)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def _write_seq(storage: cv2.FileStorage, values: np.ndarray, as_float: bool) -> None:
     storage.startWriteStruct("", cv2.FileNode_SEQ | cv2.FileNode_FLOW)
     for value in values.tolist():
@@ -99,7 +79,7 @@ def write_model(path: str | os.PathLike[str], forest: OpenCVForest) -> None:
     trees, n_nodes = forest.childs.shape
     if forest.options.numberOfTrees != trees or len(forest.edge_boundaries) != trees * n_nodes + 1:
         raise ValueError("inconsistent forest: numberOfTrees / node count / edge boundaries disagree")
-    with _atomic_model_path(path) as tmp:
+    with atomic_path(path, suffix=model_suffix(path)) as tmp:
         storage = cv2.FileStorage(str(tmp), cv2.FILE_STORAGE_WRITE)
         storage.startWriteStruct("options", cv2.FileNode_MAP)
         for name, value in forest.options.as_dict().items():
