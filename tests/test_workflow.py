@@ -86,6 +86,8 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert pretrain_jobs and all("gpu=8" in block and "runtime=4320" in block for block in pretrain_jobs)
     shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
     assert len(shard_resources) == 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
+    edge_resources = re.search(r"rule edge_model:.*?resources: ([^\n]*)", out, re.S).group(1)
+    assert "runtime=480" in edge_resources and "mem_mb=16000" in edge_resources
     assert "densecl-coco-resnet50-800ep-s0" in out
 
 

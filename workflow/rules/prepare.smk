@@ -120,7 +120,7 @@ rule edge_model:
         if PREP["edge_model"]["max_images"]
         else "",
     resources:
-        **resources_for("prepare", 1),
+        **resources_for("edge_model", 1),
     log:
         f"{RESULTS}/logs/edge_model.log",
     benchmark:
