@@ -22,7 +22,7 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 class TwoViewImages(Dataset):
     """Images from an image-list file (`python -m prepare image-list`), as (view1, view2, geom1, geom2)."""
 
-    def __init__(self, image_list: str, views: ViewConfig, seed: int) -> None:
+    def __init__(self, image_list: str, views: tuple[ViewConfig, ViewConfig], seed: int) -> None:
         self.paths = read_image_list(image_list)
         self.views = views
         self.seed = seed
@@ -36,8 +36,8 @@ class TwoViewImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # Crops cover >= ~45 % of a side (scale >= 0.2), so 2x the view size keeps them at full detail.
-        image = load_rgb(self.paths[index], min_side=2 * self.views.size)
+        image = load_rgb(self.paths[index], min_side=2 * max(v.size for v in self.views))
         gen = sample_generator(self.seed, self.epoch, index)
-        view1, geom1 = make_view(image, self.views, gen)
-        view2, geom2 = make_view(image, self.views, gen)
+        view1, geom1 = make_view(image, self.views[0], gen)
+        view2, geom2 = make_view(image, self.views[1], gen)
         return view1, view2, geom1, geom2

@@ -16,3 +16,9 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
     neg = query @ negatives.t()
     logits = torch.cat([pos, neg], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
+
+
+def cosine_regression(prediction: torch.Tensor, target: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """BYOL's loss 2 - 2 cos(p, z) per row (Grill et al. 2020, Eq. 2), not reduced; `target` is not
+    back-propagated through by the callers (it comes from the momentum network)."""
+    return 2 - 2 * F.cosine_similarity(prediction, target, dim=dim)

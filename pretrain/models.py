@@ -55,3 +55,27 @@ class DenseHead(nn.Module):
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
         return self.mlp(feature_map)
+
+
+class BYOLHead(nn.Module):
+    """BYOL's projector / predictor (Grill et al. 2020, Sec. 3.3): Linear-BN-ReLU-Linear.
+
+    dense=True applies the same MLP to every cell as 1x1 convolutions (PixPro's and LC-loss's
+    local projections); otherwise it takes pooled vectors [B, C], or pools a map [B, C, H, W] first.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out: int, dense: bool = False) -> None:
+        super().__init__()
+        if dense:
+            layers = [nn.Conv2d(in_channels, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+                      nn.Conv2d(hidden, out, 1)]
+        else:
+            layers = [nn.Linear(in_channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                      nn.Linear(hidden, out)]
+        self.dense = dense
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.dense and x.ndim == 4:
+            x = x.mean(dim=(2, 3))
+        return self.mlp(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -22,3 +23,9 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     its own running statistics from the batches it sees."""
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
+
+
+def cosine_momentum(base: float, iteration: int, total: int) -> float:
+    """BYOL's target-momentum schedule (Grill et al. 2020, Sec. 3.2): base at the start, 1 at the end,
+    1 - (1 - base) * (cos(pi * k / K) + 1) / 2."""
+    return 1 - (1 - base) * (math.cos(math.pi * iteration / total) + 1) / 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,12 @@ from core.io import atomic_path
 from core.provenance import provenance
 from pretrain.data import TwoViewImages
 from pretrain.export import export, load_training_state
-from pretrain.methods import build_method
-from pretrain.views import ViewConfig
+from pretrain.methods import build_method, method_class
+from pretrain.optim import build_optimizer, lr_at
 
 log = logging.getLogger("pretrain")
 
 STATE_FILE = "state.pth"
-
-
-def cosine_lr(base_lr: float, iteration: int, total: int) -> float:
-    """Cosine annealing to zero over the run, evaluated per iteration (DenseCL's CosineAnnealing, min_lr 0)."""
-    return 0.5 * base_lr * (1 + math.cos(math.pi * iteration / total))
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> list[int]:
@@ -49,9 +43,11 @@ def _batches(dataset: TwoViewImages, cfg: dict[str, Any], epoch: int, first_batc
     return DataLoader(dataset, batch_size=batch, sampler=order, drop_last=True, num_workers=cfg["workers"])
 
 
-def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int) -> None:
+def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                iteration: int) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, tmp)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "iteration": iteration}, tmp)
 
 
 class LossLog:
@@ -85,25 +81,29 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no GPU is visible; set `device: cpu` in the config.")
 
-    dataset = TwoViewImages(image_list, ViewConfig(size=cfg["image_size"]), seed)
+    dataset = TwoViewImages(image_list, method_class(method).view_configs(cfg), seed)
     iters_per_epoch = len(dataset) // cfg["batch_size"]
     if iters_per_epoch == 0:
         raise UserError(f"{len(dataset)} images in {image_list} is fewer than one batch of "
                         f"{cfg['batch_size']}; lower pretrain.batch_size or add images.")
     total = cfg["epochs"] * iters_per_epoch
+    warmup = cfg["warmup_epochs"] * iters_per_epoch
 
     model = build_method(method, cfg["arch"], cfg).to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg["base_lr"],
-                                momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    optimizer = build_optimizer(model, cfg)
+    amp = cfg["amp"] and device == "cuda"  # mixed precision where the protocol asks for it (LC-loss), GPU only
+    scaler = torch.amp.GradScaler(device, enabled=amp)
     state_path = out / STATE_FILE
     start = 0
     if state_path.exists():
         state = load_training_state(state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
         start = state["iteration"]
         log.info("resuming from iteration %d of %d (%s)", start, total, state_path)
 
+    saved = start
     loss_log = LossLog(out / "train_log.csv", start)
     model.train()
     progress = tqdm(total=total, initial=start, desc=f"pretrain {method}", unit="it", dynamic_ncols=True)
@@ -111,22 +111,27 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
     while iteration < total:
         epoch, first_batch = divmod(iteration, iters_per_epoch)
         for view1, view2, geom1, geom2 in _batches(dataset, cfg, epoch, first_batch):
-            lr = cosine_lr(cfg["base_lr"], iteration, total)
+            lr = lr_at(cfg, iteration, total, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            losses = model(view1.to(device), view2.to(device), geom1.to(device), geom2.to(device), iteration)
+            with torch.autocast(device_type=device, enabled=amp):
+                losses = model(view1.to(device), view2.to(device), geom1.to(device), geom2.to(device), iteration, total)
             if not torch.isfinite(losses["loss"]):
-                raise UserError(f"{method}: loss is {losses['loss'].item()} at iteration {iteration}; "
-                                f"lower pretrain.base_lr (now {cfg['base_lr']}) or check the input images.")
+                last = f"{state_path} (iteration {saved})" if saved else "none yet"
+                raise UserError(f"{method}: loss is {losses['loss'].item()} at iteration {iteration}; last good "
+                                f"checkpoint: {last}. Lower pretrain.base_lr (now {cfg['base_lr']}) or check the "
+                                "input images, then rerun: training resumes from that checkpoint.")
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
+            scaler.scale(losses["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
             iteration += 1
             loss_log.write(iteration, lr, {name: value.item() for name, value in losses.items()})
             progress.update(1)
             progress.set_postfix(loss=f"{losses['loss'].item():.4f}", lr=f"{lr:.4f}")
             if iteration % cfg["checkpoint_every"] == 0 or iteration == total:
-                _save_state(state_path, model, optimizer, iteration)
+                _save_state(state_path, model, optimizer, scaler, iteration)
+                saved = iteration
     progress.close()
 
     meta = {

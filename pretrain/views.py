@@ -34,7 +34,17 @@ class ViewConfig:
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_prob: float = 0.0  # MoCo v2 has none; BYOL's second view uses 0.2
     flip_prob: float = 0.5
+    crop: bool = True  # False: the whole image resized to size x size (LC-loss's view I_c)
+
+
+def byol_views(size: int) -> tuple[ViewConfig, ViewConfig]:
+    """BYOL's asymmetric pair (Grill et al. 2020, Table 6): scale (0.08, 1), jitter (0.4, 0.4, 0.2, 0.1),
+    blur 1.0 / 0.1, solarize 0.0 / 0.2; PixPro and LC-loss use the same augmentation."""
+    common = {"size": size, "scale": (0.08, 1.0), "jitter": (0.4, 0.4, 0.2, 0.1)}
+    return (ViewConfig(**common, blur_prob=1.0, solarize_prob=0.0),
+            ViewConfig(**common, blur_prob=0.1, solarize_prob=0.2))
 
 
 def _uniform(gen: torch.Generator, low: float, high: float) -> float:
@@ -82,7 +92,7 @@ def _colour_jitter(img: torch.Tensor, cfg: ViewConfig, gen: torch.Generator) -> 
 def make_view(image: Image.Image, cfg: ViewConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmented, normalised view and its geometry [x1, y1, x2, y2, flipped] in [0, 1] image coords."""
     width, height = image.size
-    top, left, h, w = sample_crop(width, height, cfg, gen)
+    top, left, h, w = sample_crop(width, height, cfg, gen) if cfg.crop else (0, 0, height, width)
     img = F.pil_to_tensor(image)
     img = F.resized_crop(img, top, left, h, w, [cfg.size, cfg.size], antialias=True)
     img = F.to_dtype(img, torch.float32, scale=True)
@@ -94,6 +104,8 @@ def make_view(image: Image.Image, cfg: ViewConfig, gen: torch.Generator) -> tupl
         sigma = _uniform(gen, *cfg.blur_sigma)
         kernel = 2 * math.ceil(3 * sigma * cfg.size / 224) + 1  # MoCo's 23 px at 224, scaled to the view size
         img = F.gaussian_blur(img, [kernel, kernel], [sigma * cfg.size / 224] * 2)
+    if _coin(gen, cfg.solarize_prob):
+        img = F.solarize(img, 0.5)
     flipped = _coin(gen, cfg.flip_prob)
     if flipped:
         img = F.horizontal_flip(img)
@@ -114,3 +126,13 @@ def view_grid_coords(geometry: torch.Tensor, grid: int) -> torch.Tensor:
     cx = torch.where(flipped, 1 - cx, cx)
     x1, y1, x2, y2 = (geometry[:, i : i + 1] for i in range(4))
     return torch.stack([x1 + cx * (x2 - x1), y1 + cy * (y2 - y1)], dim=-1)
+
+
+def source_to_view(points: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+    """Map source-image [0, 1] (x, y) points [B, N, 2] into a view's [0, 1] coordinates (the inverse of
+    `view_grid_coords`' mapping). Points outside the view's crop land outside [0, 1]."""
+    x1, y1, x2, y2 = (geometry[:, i : i + 1] for i in range(4))
+    vx = (points[..., 0] - x1) / (x2 - x1)
+    vy = (points[..., 1] - y1) / (y2 - y1)
+    vx = torch.where(geometry[:, 4:5] > 0.5, 1 - vx, vx)
+    return torch.stack([vx, vy], dim=-1)

@@ -16,7 +16,7 @@ from core.errors import UserError
 from pretrain.data import TwoViewImages
 from pretrain.losses import info_nce
 from pretrain.matching import argmax_match
-from pretrain.methods import METHODS, build_method
+from pretrain.methods import PretrainMethod, METHODS, build_method
 from pretrain.momentum import ema_update
 from pretrain.queue import FeatureQueue
 from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, make_view, sample_crop, view_grid_coords
@@ -107,9 +107,9 @@ def test_densecl_lambda_is_zero_during_warmup() -> None:
     torch.manual_seed(0)
     model = build_method("densecl", "resnet18", cfg)
     views = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
-    early = model(*views, None, None, iteration=4)
+    early = model(*views, None, None, iteration=4, total=10)
     assert early["loss"].item() == pytest.approx(early["loss_global"].item())
-    late = model(*views, None, None, iteration=5)
+    late = model(*views, None, None, iteration=5, total=10)
     assert late["loss"].item() == pytest.approx(0.5 * late["loss_global"].item() + 0.5 * late["loss_dense"].item())
 
 
@@ -121,8 +121,9 @@ def test_unknown_method_is_a_clear_error() -> None:
 # --- training loop ------------------------------------------------------------------------
 
 def _config(**overrides: object) -> dict:
-    cfg = {"arch": "resnet18", "epochs": 2, "batch_size": 2, "image_size": 32, "base_lr": 0.03, "momentum": 0.9,
-           "weight_decay": 1e-4, "workers": 0, "checkpoint_every": 1,
+    cfg = {"arch": "resnet18", "epochs": 2, "batch_size": 2, "image_size": 32, "optimizer": "sgd", "base_lr": 0.03,
+           "lr_scaling": "none", "warmup_epochs": 0, "momentum": 0.9, "weight_decay": 1e-4, "amp": False,
+           "workers": 0, "checkpoint_every": 1,
            "moco": {"dim": 16, "queue_size": 16, "momentum": 0.99, "temperature": 0.2},
            "densecl": {"loss_lambda": 0.5, "warmup_iters": 1}}
     return {**cfg, **overrides}
@@ -143,7 +144,7 @@ def image_list(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_views_depend_only_on_seed_epoch_index(image_list: str) -> None:
-    a, b = TwoViewImages(image_list, PLAIN, seed=3), TwoViewImages(image_list, PLAIN, seed=3)
+    a, b = TwoViewImages(image_list, (PLAIN, PLAIN), seed=3), TwoViewImages(image_list, (PLAIN, PLAIN), seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a[1], b[1], strict=True))
     b.set_epoch(1)
     assert not torch.equal(a[1][0], b[1][0])
@@ -155,9 +156,9 @@ def test_resume_reproduces_the_uninterrupted_run(image_list: str, tmp_path, monk
 
     saved = train_mod._save_state
 
-    def save_then_die(path, model, optimizer, iteration):  # a kill right after the 3rd checkpoint
-        saved(path, model, optimizer, iteration)
-        if iteration == 3:
+    def save_then_die(*args: object) -> None:  # a kill right after the 3rd checkpoint
+        saved(*args)
+        if args[-1] == 3:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_mod, "_save_state", save_then_die)
@@ -189,7 +190,7 @@ def test_export_is_a_torchvision_resnet(image_list: str, tmp_path) -> None:
 
 
 def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatch) -> None:
-    class Diverged(torch.nn.Module):
+    class Diverged(PretrainMethod):
         def __init__(self, arch: str, cfg: dict) -> None:
             super().__init__()
             self.w = torch.nn.Parameter(torch.ones(()))
@@ -198,7 +199,7 @@ def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatc
             return {"loss": self.w * float("nan")}
 
     monkeypatch.setitem(METHODS, "diverged", Diverged)
-    with pytest.raises(UserError, match="loss is nan at iteration 0; lower pretrain.base_lr"):
+    with pytest.raises(UserError, match="diverged: loss is nan at iteration 0; last good checkpoint: none yet"):
         train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path, data_name="test")
 
 

@@ -1,31 +1,67 @@
-"""Pretraining methods, registered by name; each file holds only what makes its method different."""
+"""Pretraining methods, registered by name; each file holds only what makes its method different.
+
+The contract the training loop relies on (`PretrainMethod`):
+- `__init__(arch, cfg)`: `cfg` is the run's whole `pretrain` config (method overrides already
+  merged in); a method reads its own section, e.g. `cfg["byol"]`.
+- the online encoder is the attribute `backbone` (a `ResNetTrunk`): export writes `backbone.*`.
+- `view_configs(cfg)`: the two views' augmentations (default: MoCo v2's, twice).
+- `forward(view1, view2, geom1, geom2, iteration, total)` returns a dict whose "loss" is
+  back-propagated; other entries are detached components, logged per iteration. `geom*` are the
+  views' recorded geometry ([B, 5], see `pretrain.views.make_view`); `iteration` counts from 0 to
+  `total` - 1 (for warm-ups and momentum schedules). Momentum updates happen inside `forward`.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from core.errors import UserError
+from pretrain.views import ViewConfig
 
-METHODS: dict[str, type[nn.Module]] = {}
+
+class PretrainMethod(nn.Module):
+    @classmethod
+    def view_configs(cls, cfg: dict[str, Any]) -> tuple[ViewConfig, ViewConfig]:
+        view = ViewConfig(size=cfg["image_size"])
+        return view, view
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
+                iteration: int, total: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
 
-def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
+METHODS: dict[str, type[PretrainMethod]] = {}
+
+
+def register(name: str) -> Callable[[type[PretrainMethod]], type[PretrainMethod]]:
+    def add(cls: type[PretrainMethod]) -> type[PretrainMethod]:
         METHODS[name] = cls
         return cls
 
     return add
 
 
-def build_method(name: str, arch: str, cfg: dict[str, Any]) -> nn.Module:
-    """The method `name` with an `arch` backbone; `cfg` is the config's `pretrain` section."""
+def method_class(name: str) -> type[PretrainMethod]:
     if name not in METHODS:
         raise UserError(f"unknown pretraining method '{name}'; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[name](arch, cfg)
+    return METHODS[name]
 
 
-# Importing the method modules fills the registry.
-from pretrain.methods import densecl, mocov2  # noqa: E402,F401
+def build_method(name: str, arch: str, cfg: dict[str, Any]) -> PretrainMethod:
+    """The method `name` with an `arch` backbone; `cfg` is the run's `pretrain` config."""
+    return method_class(name)(arch, cfg)
+
+
+def _import_methods() -> None:
+    """Importing every module of this package fills the registry: a new method is one new file."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_methods()

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from pretrain.losses import info_nce
 from pretrain.matching import argmax_match
-from pretrain.methods import register
+from pretrain.methods import PretrainMethod, register
 from pretrain.methods.mocov2 import MoCoV2
 from pretrain.models import DenseHead
 from pretrain.momentum import momentum_copy
@@ -50,7 +50,7 @@ class DenseCL(MoCoV2):
         return loss
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
-                iteration: int) -> dict[str, torch.Tensor]:
+                iteration: int, total: int) -> dict[str, torch.Tensor]:
         query_map, key_map = self.encode_pair(view1, view2)
         loss_global = self.global_loss(query_map, key_map)
         loss_dense = self.dense_loss(query_map, key_map)

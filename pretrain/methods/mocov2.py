@@ -9,14 +9,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from pretrain.losses import info_nce
-from pretrain.methods import register
+from pretrain.methods import PretrainMethod, register
 from pretrain.models import GlobalHead, ResNetTrunk
 from pretrain.momentum import ema_update, momentum_copy
 from pretrain.queue import FeatureQueue
 
 
 @register("mocov2")
-class MoCoV2(nn.Module):
+class MoCoV2(PretrainMethod):
     # MoCo shuffles BN across GPUs to hide intra-batch statistics; a single CPU process cannot, so
     # at smoke scale the key encoder sees its batch unshuffled (small effect at this size).
     def __init__(self, arch: str, cfg: dict[str, Any]) -> None:
@@ -53,7 +53,7 @@ class MoCoV2(nn.Module):
         return query_map, key_map
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
-                iteration: int) -> dict[str, torch.Tensor]:
+                iteration: int, total: int) -> dict[str, torch.Tensor]:
         query_map, key_map = self.encode_pair(view1, view2)
         loss = self.global_loss(query_map, key_map)
         return {"loss": loss, "loss_global": loss.detach()}

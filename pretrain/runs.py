@@ -1,0 +1,30 @@
+"""The effective training config of one pretraining run.
+
+The config's `pretrain` section holds the shared protocol (optimizer, schedule, image size, ...),
+one section per method (its own hyper-parameters) and `method_overrides`: per method, the
+protocol keys its paper sets differently (e.g. BYOL's LARS). A run's config is the shared
+protocol with its method's overrides, then any per-run overrides (a sweep member's), merged in.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# Keys that describe the set of runs, not one run's training.
+_PLAN_KEYS = ("methods", "method_overrides", "sweeps")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `update` merged in, nested dicts key by key."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def run_config(pretrain: dict[str, Any], method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `pretrain` config one run of `method` trains with."""
+    shared = {k: v for k, v in pretrain.items() if k not in _PLAN_KEYS}
+    cfg = deep_merge(shared, pretrain.get("method_overrides", {}).get(method, {}))
+    return deep_merge(cfg, overrides or {})
