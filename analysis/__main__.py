@@ -5,12 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 
-from analysis import table2
+from analysis import sweep_table, table2
 from analysis.benchmarks import summarise_benchmarks
 from analysis.bsds_table import write_bsds_table
 from analysis.figures import plot_pretrain_losses
 from analysis.table1 import write_table1
 from core.errors import run_cli
+from core.io import write_json
+
+
+def _alignment_uniformity(args: argparse.Namespace) -> None:
+    import torch  # imported here: the other commands do not need torch
+
+    from analysis.alignment_uniformity import measure_alignment_uniformity
+
+    torch.set_num_threads(args.threads)
+    measured = measure_alignment_uniformity(args.backbone, args.image_list, args.arch, args.image_size, args.seed,
+                                            args.max_images, views=args.views, align_alpha=args.align_alpha,
+                                            uniform_t=args.uniform_t)
+    write_json(args.out, measured)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,6 +52,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=lambda a: write_bsds_table(a.edges, a.ucm, a.timing, a.out_csv, a.out_md))
     table2.register(commands)
+    sweep_table.register(commands)
+    p = commands.add_parser("alignment-uniformity", help="held-out L_a and L_u of a backbone's features")
+    p.add_argument("--backbone", required=True, help="backbone.pth of `python -m pretrain train`")
+    p.add_argument("--image-list", required=True, help="held-out images (`python -m prepare image-list`)")
+    p.add_argument("--arch", required=True)
+    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--max-images", type=int, required=True)
+    p.add_argument("--views", default="densecl", help="augmentation of the pairs: index_contrast.views")
+    p.add_argument("--align-alpha", type=float, default=2.0)
+    p.add_argument("--uniform-t", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.set_defaults(func=_alignment_uniformity)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -14,6 +14,10 @@ from core.errors import UserError
 from core.io import read_json
 from core.provenance import config_hash
 
+# How the papers' tables name each method (registry name -> label).
+METHOD_LABELS = {"mocov2": "MoCo v2", "densecl": "DenseCL", "houghcl": "HoughCL", "byol": "BYOL",
+                 "lcloss": "LC-loss", "pixpro": "PixPro", "index_contrast": "Dense index-wise contrast"}
+
 # (protocol, metric in metrics.json, column)
 COLUMNS = [
     ("voc_detection", "AP", "VOC AP"),
@@ -32,7 +36,7 @@ def _load(path: str) -> dict[str, Any]:
 def table1_row(spec: dict[str, Any]) -> dict[str, Any]:
     """One row: each metric's mean over the seeds (and its std when there are several), with provenance."""
     results = {protocol: [_load(p) for p in paths] for protocol, paths in spec["metrics"].items()}
-    row: dict[str, Any] = {"method": spec["label"]}
+    row: dict[str, Any] = {"method": METHOD_LABELS.get(spec["label"], spec["label"])}
     for protocol, metric, column in COLUMNS:
         values = [r["metrics"][metric] for r in results[protocol]]
         row[column] = mean(values)

@@ -17,6 +17,7 @@ from prepare import (
     proposals,
     region_trees,
     shards,
+    tinyimagenet,
     voc,
 )
 from prepare.edges import train as edge_model
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m prepare", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (coco, voc, bsds, image_list, openimages, openimages_mini, coco_subset, proposals, edge_model,
-                   region_trees, shards, bsds_predict, bsds_eval):
+                   region_trees, shards, bsds_predict, bsds_eval, tinyimagenet):
         module.register(commands)
     args = parser.parse_args(argv)
     args.func(args)

@@ -1,8 +1,10 @@
 """`python -m prepare image-list`: the unlabeled pretraining image set, one absolute path a line.
 
-Built from ROOT/<subdir> folders (required) plus optional extra folders (skipped when absent,
-e.g. coco_mini/val2017_unannotated on a clone without the shared data). Folders are read flat,
-not recursively, as in the COCO layout.
+Built from ROOT/<subdir> folders (required; a subdir may be a glob such as `train/*/images`, the
+Tiny-ImageNet layout) plus optional extra folders (skipped when absent, e.g.
+coco_mini/val2017_unannotated on a clone without the shared data). Folders are read flat, not
+recursively, as in the COCO layout. `--max-images N` keeps N evenly spaced images of the sorted
+list (every class of a class-per-folder layout stays represented).
 """
 
 from __future__ import annotations
@@ -22,14 +24,28 @@ def _images_in(folder: Path) -> list[str]:
     return [os.path.abspath(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def build_image_list(root: Path, subdirs: list[str], extra_dirs: list[Path], out: Path) -> list[str]:
+def _folders(root: Path, subdir: str) -> list[Path]:
+    return sorted(p for p in root.glob(subdir) if p.is_dir()) if any(c in subdir for c in "*?[") else [root / subdir]
+
+
+def evenly_spaced(items: list[str], count: int) -> list[str]:
+    """`count` items spread evenly over `items` (all of them when there are fewer)."""
+    if count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
+
+
+def build_image_list(root: Path, subdirs: list[str], extra_dirs: list[Path], out: Path,
+                     max_images: int | None = None) -> list[str]:
     """Write the sorted image paths of ROOT/<subdir> and the existing extra folders to `out`; return them."""
-    folders = [root / subdir for subdir in subdirs]
-    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    folders = [folder for subdir in subdirs for folder in _folders(root, subdir) if folder.is_dir()]
+    missing = [str(root / subdir) for subdir in subdirs if not any(f.is_dir() for f in _folders(root, subdir))]
     if missing:
         raise UserError(f"image folder(s) not found: {', '.join(missing)}. Build the dataset first or fix --root.")
     folders += [folder for folder in extra_dirs if folder.is_dir()]
     paths = sorted({path for folder in folders for path in _images_in(folder)})
+    if max_images:
+        paths = evenly_spaced(paths, max_images)
     if not paths:
         raise UserError(
             f"no *.jpg/*.jpeg/*.png image in {', '.join(map(str, folders))}; point --root/--subdirs at image folders."
@@ -50,7 +66,7 @@ def read_image_list(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> None:
-    paths = build_image_list(args.root, args.subdirs, args.extra_dir, args.out)
+    paths = build_image_list(args.root, args.subdirs, args.extra_dir, args.out, args.max_images)
     print(f"{len(paths)} images listed in {args.out}")
 
 
@@ -60,5 +76,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--subdirs", nargs="+", required=True, help="image folders under --root, e.g. train2017")
     parser.add_argument("--extra-dir", type=Path, action="append", default=[],
                         help="another image folder, used only if it exists (repeatable)")
+    parser.add_argument("--max-images", type=int, help="keep this many evenly spaced images")
     parser.add_argument("--out", type=Path, required=True, help="list file to write")
     parser.set_defaults(func=_run)

@@ -47,7 +47,7 @@ class _Kind:
     vertices: int = 0  # for polygons
 
 
-_KINDS: tuple[_Kind, ...] = (
+KINDS: tuple[_Kind, ...] = (
     _Kind("person", "figure", 0.45, (190, 70, 60)),
     _Kind("car", "polygon", 1.8, (50, 90, 200), vertices=7),
     _Kind("tv", "polygon", 1.3, (70, 70, 80), vertices=4),
@@ -173,7 +173,7 @@ def _place_objects(rng: np.random.Generator, height: int, width: int) -> list[_O
     for _ in range(wanted * 5):  # bounded retries: a crowded image just gets fewer objects
         if len(objects) == wanted:
             break
-        kind = _KINDS[rng.integers(len(_KINDS))]
+        kind = KINDS[rng.integers(len(KINDS))]
         mask, keypoints = _draw_object(rng, kind, height, width)
         if mask.sum() < min_area:
             continue

@@ -14,9 +14,13 @@ EXPECTED_LAYOUT = {
     "when finetune.voc_segmentation.train_aug is true, as mmseg's voc_aug.py converter writes them)",
     "openimages": "train/<ImageID>.jpg, train-annotations-bbox.csv, class-descriptions-boxable.csv",
     "bsds500": "data/images/{train,val,test}/*.jpg, data/groundTruth/{train,val,test}/*.mat",
+    "tinyimagenet": "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt",
+    # STL-10 ships as binaries (stl10_binary/*.bin); the image sets read image files, e.g. as written
+    # by the dataset's own stl10_input.py (save_images), one folder per split.
+    "stl10": "train/, unlabeled/, test/ folders of STL-10 images (PNG), as named in pretrain.image_sets.stl10",
 }
 # Datasets the prepare stage can build a small copy of.
-BUILDABLE = frozenset({"coco", "voc", "openimages", "bsds500"})
+BUILDABLE = frozenset({"coco", "voc", "openimages", "bsds500", "tinyimagenet"})
 
 
 def check_dataset_root(name: str, root: str) -> None:

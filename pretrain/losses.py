@@ -22,3 +22,47 @@ def cosine_regression(prediction: torch.Tensor, target: torch.Tensor, dim: int =
     """BYOL's loss 2 - 2 cos(p, z) per row (Grill et al. 2020, Eq. 2), not reduced; `target` is not
     back-propagated through by the callers (it comes from the momentum network)."""
     return 2 - 2 * F.cosine_similarity(prediction, target, dim=dim)
+
+
+def dense_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Index-wise dense InfoNCE (Moon et al. 2022, Eq. 2), symmetric over both views as SimCLR's Eq. 1.
+
+    view1, view2: [B, S, D] L2-normalised, S positions per view (S = 1: instance vectors, and this is
+    exactly Eq. 1, NT-Xent). Every (view, image, position) is an anchor; its positive is the same
+    position of the other view of its image. Its denominator holds every vector of every other view
+    (k != i): the paired view's other positions and both views of the other images are negatives.
+    The anchor's own view is excluded, as Eq. 1 excludes k = i. Eq. 2's indicator can also be read
+    as dropping the positive from the denominator; we keep it, as Eq. 1 and InfoNCE do, so that
+    S = 1 reduces to Eq. 1. Returns the mean over the 2 * B * S anchors.
+    """
+    batch, positions, dim = view1.shape
+    z = torch.cat([view1, view2]).reshape(-1, dim)  # rows ordered (view, image, position)
+    owner = torch.arange(2 * batch, device=z.device).repeat_interleave(positions)  # which view a row comes from
+    logits = (z @ z.t() / temperature).masked_fill(owner[:, None] == owner[None, :], float("-inf"))
+    half = batch * positions
+    positive = (torch.arange(2 * half, device=z.device) + half) % (2 * half)  # same (image, position), other view
+    return F.cross_entropy(logits, positive)
+
+
+def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Wang & Isola's L_align: the mean of ||x - y||^alpha over positive pairs (rows of [..., D]).
+
+    Dense pairs [B, S, D] are averaged over images and positions (Moon et al. Sec. 3.2, index-wise).
+    Moon et al. print L_a as the mean of -cos(x, y); for unit vectors and alpha = 2, ||x - y||^2 =
+    2 - 2 cos(x, y), the same objective up to an affine map.
+    """
+    return (x - y).norm(dim=-1).pow(alpha).mean()
+
+
+def uniformity(x: torch.Tensor, t: float) -> torch.Tensor:
+    """Wang & Isola's L_uniform: log of the mean Gaussian potential exp(-t ||x_i - x_j||^2) over the
+    distinct pairs i != j of the rows of x [N, D] (dense: the B * S vectors of a view, taken i.i.d.,
+    Moon et al. Sec. 3.2). Squared distances are expanded from dot products rather than taken from
+    torch.pdist, whose square root has no gradient when two rows coincide; the self-pairs are masked
+    before the sum, not subtracted after it, which would cancel the small potentials of a uniform set.
+    """
+    n = x.shape[0]
+    sq_norm = (x * x).sum(dim=1)
+    sq_dist = (sq_norm[:, None] + sq_norm[None, :] - 2 * x @ x.t()).clamp_min(0)
+    self_pairs = torch.eye(n, dtype=torch.bool, device=x.device)
+    return (sq_dist.masked_fill(self_pairs, float("inf")).mul(-t).exp().sum() / (n * (n - 1))).log()

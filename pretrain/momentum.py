@@ -25,6 +25,12 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
         t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
 
 
+def ema_update_pairs(pairs: list[tuple[nn.Module, nn.Module]], momentum: float) -> None:
+    """`ema_update` of every (target, online) pair of a method's momentum networks."""
+    for target, online in pairs:
+        ema_update(target, online, momentum)
+
+
 def cosine_momentum(base: float, iteration: int, total: int) -> float:
     """BYOL's target-momentum schedule (Grill et al. 2020, Sec. 3.2): base at the start, 1 at the end,
     1 - (1 - base) * (cos(pi * k / K) + 1) / 2."""

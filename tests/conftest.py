@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from prepare.edges import train as edges_train
 
@@ -34,3 +36,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("edges") / "model.yml.gz"
     train_edge_model(out, trees=2, images=3, samples=6000)
     return out
+
+
+@pytest.fixture(scope="session")
+def image_list(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An image list of 5 random 64 x 48 JPEGs, for pretraining-loop tests."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        path = folder / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    listing = folder / "images.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    return str(listing)

@@ -10,6 +10,7 @@ import pytest
 
 from analysis.benchmarks import summarise_benchmarks
 from analysis.figures import plot_pretrain_losses
+from analysis.sweep_table import write_sweep_table
 from analysis.table1 import write_table1
 from core.errors import UserError
 
@@ -37,7 +38,7 @@ def test_table1_means_over_seeds_with_provenance(tmp_path: Path) -> None:
     assert row["pretrain_data"] == "coco" and row["pretrain_iterations"] == 50 and row["finetune_seeds"] == "0 1"
     assert row["commit"] == "abc"
     markdown = (tmp_path / "t.md").read_text()
-    assert "| densecl" in markdown and "not comparable with the papers" in markdown
+    assert "| DenseCL" in markdown and "not comparable with the papers" in markdown
 
 
 def test_table1_names_a_missing_result(tmp_path: Path) -> None:
@@ -74,3 +75,19 @@ def test_pretrain_loss_figure(tmp_path: Path) -> None:
         assert img.format == "PNG" and img.width == 3 * 4.5 * 120
     with pytest.raises(UserError, match="train_log.csv is missing: rerun the pretraining of c"):
         plot_pretrain_losses([str(tmp_path / "c")], str(out))
+
+
+def test_sweep_table_lists_each_model_with_its_objective(tmp_path: Path) -> None:
+    measured = {"instance": {"align": 0.5, "uniform": -2.0}, "dense": {"align": 0.75, "uniform": -1.5}, "images": 8}
+    (tmp_path / "m.json").write_text(json.dumps(measured))
+    members = [{"run": "r1", "data": "coco", "member": {"scheme": "dense", "loss": "infonce", "temperature": 0.2},
+                "metrics": str(tmp_path / "m.json")},
+               {"run": "r2", "data": "coco", "member": {"scheme": "instance", "loss": "align_uniform",
+                                                        "align_weight": 1.0, "uniform_weight": 2.0},
+                "metrics": str(tmp_path / "m.json")}]
+    frame = write_sweep_table(members, tmp_path / "s.csv", tmp_path / "s.md")
+    assert frame["tau"].tolist()[0] == 0.2 and frame["w_u"].tolist()[1] == 2.0
+    assert frame["dense L_a"].tolist() == [0.75, 0.75] and frame["instance L_u"].tolist() == [-2.0, -2.0]
+    members[0]["metrics"] = str(tmp_path / "absent.json")
+    with pytest.raises(UserError, match="missing .*absent.json"):
+        write_sweep_table(members, tmp_path / "s.csv", tmp_path / "s.md")

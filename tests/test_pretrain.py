@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+import yaml
 from PIL import Image
 
 import pretrain.train as train_mod
@@ -16,9 +18,10 @@ from core.errors import UserError
 from pretrain.data import TwoViewImages
 from pretrain.losses import info_nce
 from pretrain.matching import argmax_match
-from pretrain.methods import PretrainMethod, METHODS, build_method
+from pretrain.methods import METHODS, PretrainMethod, build_method
 from pretrain.momentum import ema_update
 from pretrain.queue import FeatureQueue
+from pretrain.runs import run_config
 from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, make_view, sample_crop, view_grid_coords
 
 # Geometry only: no photometric change, so pixel values can be read back.
@@ -114,7 +117,8 @@ def test_densecl_lambda_is_zero_during_warmup() -> None:
 
 
 def test_unknown_method_is_a_clear_error() -> None:
-    with pytest.raises(UserError, match="unknown pretraining method 'simclr'.*registered: densecl, mocov2"):
+    with pytest.raises(UserError, match="unknown pretraining method .simclr.; registered: byol, densecl, houghcl, "
+                                         "index_contrast, lcloss, mocov2, pixpro"):
         build_method("simclr", "resnet18", {})
 
 
@@ -129,18 +133,6 @@ def _config(**overrides: object) -> dict:
     return {**cfg, **overrides}
 
 
-@pytest.fixture(scope="module")
-def image_list(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(5):
-        path = folder / f"{i}.jpg"
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    listing = folder / "images.txt"
-    listing.write_text("\n".join(paths) + "\n")
-    return str(listing)
 
 
 def test_views_depend_only_on_seed_epoch_index(image_list: str) -> None:
@@ -150,32 +142,45 @@ def test_views_depend_only_on_seed_epoch_index(image_list: str) -> None:
     assert not torch.equal(a[1][0], b[1][0])
 
 
-def test_resume_reproduces_the_uninterrupted_run(image_list: str, tmp_path, monkeypatch, caplog) -> None:
-    cfg = _config()
-    train_mod.train("densecl", image_list, cfg, seed=0, out_dir=tmp_path / "full", data_name="test")
+SMOKE_PRETRAIN = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml")
+                                .read_text())["pretrain"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_exports_and_resumes_exactly(method: str, image_list: str, tmp_path, monkeypatch,
+                                                         caplog) -> None:
+    """Each registered method, with its smoke config (method overrides included), at toy size: 4 iterations;
+    a kill right after the 3rd checkpoint, then a rerun, gives the uninterrupted run's backbone bit for bit."""
+    cfg = run_config(SMOKE_PRETRAIN, method, {"epochs": 2, "batch_size": 2, "image_size": 64, "checkpoint_every": 1,
+                                              "warmup_epochs": 1, "moco": {"queue_size": 16}})
+    train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "full", data_name="test")
 
     saved = train_mod._save_state
 
-    def save_then_die(*args: object) -> None:  # a kill right after the 3rd checkpoint
+    def save_then_die(*args: object) -> None:
         saved(*args)
         if args[-1] == 3:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_mod, "_save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.train("densecl", image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
+        train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
     assert not (tmp_path / "killed" / "backbone.pth").exists()
     monkeypatch.setattr(train_mod, "_save_state", saved)
     with caplog.at_level(logging.INFO, logger="pretrain"):
-        train_mod.train("densecl", image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
+        train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
     assert "resuming from iteration 3 of 4" in caplog.text
 
     full = torch.load(tmp_path / "full" / "backbone.pth", weights_only=True)
     resumed = torch.load(tmp_path / "killed" / "backbone.pth", weights_only=True)
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
-    log_rows = (tmp_path / "killed" / "train_log.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in log_rows] == ["iteration", "1", "2", "3", "4"]
+    initial = build_method(method, "resnet18", cfg).backbone.state_dict()  # same seed: the weights training moved
+    assert not torch.equal(initial["layer4.1.conv2.weight"], full["layer4.1.conv2.weight"])
+    missing, unexpected = torchvision.models.resnet18().load_state_dict(full, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+    header, *rows = (tmp_path / "killed" / "train_log.csv").read_text().splitlines()
+    assert header.startswith("iteration,lr,loss") and [row.split(",")[0] for row in rows] == ["1", "2", "3", "4"]
 
 
 def test_export_is_a_torchvision_resnet(image_list: str, tmp_path) -> None:
@@ -195,12 +200,18 @@ def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatc
             super().__init__()
             self.w = torch.nn.Parameter(torch.ones(()))
 
-        def forward(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
-            return {"loss": self.w * float("nan")}
+        def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
+                    iteration: int, total: int) -> dict[str, torch.Tensor]:
+            return {"loss": self.w * (float("inf") if iteration >= self.fail_at else 1.0)}
 
     monkeypatch.setitem(METHODS, "diverged", Diverged)
-    with pytest.raises(UserError, match="diverged: loss is nan at iteration 0; last good checkpoint: none yet"):
-        train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path, data_name="test")
+    Diverged.fail_at = 0
+    with pytest.raises(UserError, match="diverged: loss is inf at iteration 0; last good checkpoint: none yet"):
+        train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path / "a", data_name="test")
+    Diverged.fail_at = 3  # after the checkpoints of iterations 1, 2 and 3 (checkpoint_every 1)
+    with pytest.raises(UserError, match=r"diverged: loss is inf at iteration 3; last good checkpoint: .*state.pth "
+                                        r"\(iteration 3\)\. Lower pretrain.base_lr"):
+        train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path / "b", data_name="test")
 
 
 def test_too_few_images_for_a_batch(image_list: str, tmp_path) -> None:

@@ -26,10 +26,31 @@ def test_smoke_dry_run_lists_every_stage() -> None:
     result = snakemake("-n", "--quiet", "rules", "--", "results/table1.csv")
     assert result.returncode == 0, result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.M))
-    # 2 methods pretrained and converted twice; 3 rows (random init + 2) x 2 protocols x 1 seed.
-    assert counts == {"prepare_coco": "1", "prepare_voc": "1", "prepare_image_list": "1", "pretrain_run": "2",
-                      "convert_detectron2": "2", "convert_mmseg": "2", "voc_detection": "3",
-                      "voc_segmentation": "3", "table1": "1", "total": "16"}
+    # 7 methods pretrained and converted twice; 8 rows (random init + 7) x 2 protocols x 1 seed.
+    assert counts == {"prepare_coco": "1", "prepare_voc": "1", "prepare_image_list": "1", "pretrain_run": "7",
+                      "convert_detectron2": "7", "convert_mmseg": "7", "voc_detection": "8",
+                      "voc_segmentation": "8", "table1": "1", "total": "41"}
+
+
+def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
+    result = snakemake("-n", "-p", "--", "results/sweeps/alignment_uniformity.csv")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    # 2 image sets x 2 schemes x (1 temperature + 1 weight pair), each measured on its held-out split.
+    assert counts["pretrain_run"] == counts["alignment_uniformity"] == "8" and counts["prepare_tinyimagenet"] == "1"
+    runs = set(re.findall(r"results/pretrain/([^/\s]+)/meta.json", out))
+    assert {"index_contrast_dense_t0.5-tinyimagenet-resnet18-smoke-s0",
+            "index_contrast_instance_a1u1-coco-resnet18-smoke-s0"} <= runs and len(runs) == 8
+    assert "results/prepare/heldout-tinyimagenet/images.txt" in out and "--max-images 480" in out
+
+
+def test_unknown_image_set_names_the_fix(tmp_path: Path) -> None:
+    result = snakemake("-n", "--configfile", configfile(tmp_path, {"pretrain": {"data": "imagenet"}}), "--",
+                       "results/table1.csv")
+    assert result.returncode != 0
+    assert "pretrain.data: unknown image set 'imagenet'; define it under pretrain.image_sets" in result.stdout + \
+        result.stderr
 
 
 def configfile(tmp_path: Path, config: dict) -> str:
@@ -43,7 +64,7 @@ def test_unknown_config_key_names_the_key(tmp_path: Path) -> None:
                        "results/table1.csv")
     assert result.returncode != 0
     assert "config key pretrain: Additional properties are not allowed ('epochz' was unexpected). " \
-           "Remove it or fix its spelling; allowed here: arch, base_lr" in result.stdout + result.stderr
+           "Remove it or fix its spelling; allowed here: amp, arch, base_lr" in result.stdout + result.stderr
 
 
 def test_wrong_type_names_the_key(tmp_path: Path) -> None:
@@ -63,7 +84,8 @@ def test_missing_dataset_root_names_the_fix() -> None:
 
 def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -> None:
     roots = {"coco": tmp_path / "coco", "voc": tmp_path / "VOCdevkit", "openimages": tmp_path / "openimages",
-             "bsds500": tmp_path / "BSDS500"}
+             "bsds500": tmp_path / "BSDS500", "tinyimagenet": tmp_path / "tiny-imagenet-200",
+             "stl10": tmp_path / "stl10"}
     for root in roots.values():
         root.mkdir()
     for name in ("train-annotations-bbox.csv", "class-descriptions-boxable.csv"):
@@ -77,8 +99,10 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # Nothing is built at paper scale: the DAG starts from the real dataset roots.
     assert not re.search(r"^prepare_(coco|voc|bsds500|openimages)\s", out, re.M)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # 3 rows x 2 protocols x 2 seeds (HoughCL: averaged over 2 trials)
-    assert counts["voc_detection"] == "6" and counts["voc_segmentation"] == "6" and counts["pretrain_run"] == "2"
+    # 8 rows (random init + 7 methods) x 2 seeds (HoughCL: averaged over 2 trials) per protocol.
+    assert counts["voc_detection"] == "16" and counts["voc_segmentation"] == "16"
+    # 7 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2).
+    assert counts["pretrain_run"] == str(7 + 320) and counts["alignment_uniformity"] == "320"
     # 64 shards each of proposals and region trees, one edge model, two mini-COCO subsets.
     assert counts["proposals_shard"] == counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
@@ -88,7 +112,11 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert len(shard_resources) == 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
     edge_resources = re.search(r"rule edge_model:.*?resources: ([^\n]*)", out, re.S).group(1)
     assert "runtime=480" in edge_resources and "mem_mb=16000" in edge_resources
-    assert "densecl-coco-resnet50-800ep-s0" in out
+    for run in ("densecl-coco-resnet50-800ep-s0", "lcloss-coco-resnet50-400ep-s0", "pixpro-coco-resnet50-400ep-s0",
+                "index_contrast-coco-resnet18-200ep-s0", "index_contrast_dense_t0.05-stl10-resnet18-200ep-s0",
+                "index_contrast_instance_a16u8-stl10-resnet18-200ep-s0",
+                "index_contrast_dense_a8u8-coco-resnet18-200ep-s0"):
+        assert f"results/pretrain/{run}/meta.json" in out, run
 
 
 def test_lint_reports_no_errors() -> None:

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from pretrain.losses import info_nce
 from pretrain.matching import argmax_match
-from pretrain.methods import PretrainMethod, register
+from pretrain.methods import register
 from pretrain.methods.mocov2 import MoCoV2
 from pretrain.models import DenseHead
 from pretrain.momentum import momentum_copy
@@ -35,13 +35,19 @@ class DenseCL(MoCoV2):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [*super().momentum_pairs(), (self.key_dense_head, self.dense_head)]
 
+    def match(self, query_map: torch.Tensor, key_map: torch.Tensor) -> torch.Tensor:
+        """The positive key cell of every query cell, [B, S*S]: DenseCL's argmax (HoughCL overrides it).
+
+        Matching uses the backbone maps, not the projected ones (HoughCL Sec. 2.2).
+        """
+        return argmax_match(query_map, key_map, grid=query_map.shape[-1])
+
     def dense_loss(self, query_map: torch.Tensor, key_map: torch.Tensor) -> torch.Tensor:
         q = F.normalize(self.dense_head(query_map).flatten(2), dim=1)  # [B, D, S*S]
         with torch.no_grad():
             k_raw = self.key_dense_head(key_map).flatten(2)
             k = F.normalize(k_raw, dim=1)
-            # Matching uses the backbone maps, not the projected ones (HoughCL Sec. 2.2).
-            match = argmax_match(query_map, key_map, grid=query_map.shape[-1])
+            match = self.match(query_map, key_map)
             positives = torch.gather(k, 2, match.unsqueeze(1).expand(-1, k.shape[1], -1))
         dim = q.shape[1]
         loss = info_nce(q.transpose(1, 2).reshape(-1, dim), positives.transpose(1, 2).reshape(-1, dim),

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from pretrain.losses import info_nce
 from pretrain.methods import PretrainMethod, register
 from pretrain.models import GlobalHead, ResNetTrunk
-from pretrain.momentum import ema_update, momentum_copy
+from pretrain.momentum import ema_update_pairs, momentum_copy
 from pretrain.queue import FeatureQueue
 
 
@@ -45,8 +45,7 @@ class MoCoV2(PretrainMethod):
 
     def encode_pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Momentum-update the key networks, then the query map of view1 and the key map of view2."""
-        for key, online in self.momentum_pairs():
-            ema_update(key, online, self.momentum)
+        ema_update_pairs(self.momentum_pairs(), self.momentum)
         query_map = self.backbone(view1)
         with torch.no_grad():
             key_map = self.key_backbone(view2)

@@ -24,7 +24,7 @@ rule pretrain_losses:
     input:
         # meta.json marks a finished run; train_log.csv beside it is not a declared output
         # because Snakemake would delete it before a resumed job appends to it.
-        [f"{RESULTS}/pretrain/{run}/meta.json" for run in PRETRAIN_RUNS],
+        [f"{RESULTS}/pretrain/{run}/meta.json" for run in TABLE_RUNS],
     output:
         f"{RESULTS}/figures/pretrain_losses.png",
     params:

@@ -10,7 +10,8 @@ from snakemake.utils import update_config
 from core.config import validate_config
 from core.errors import UserError
 
-from prepare.roots import check_dataset_root
+from prepare.roots import BUILDABLE, check_dataset_root
+from pretrain.runs import deep_merge, run_config
 
 WORKFLOW_DIR = Path(workflow.basedir) / "workflow"
 RESULTS = "results"
@@ -32,8 +33,28 @@ SEEDS = config["seeds"]
 ARCH = PRE["arch"]
 
 
+def _image_set(name, where):
+    if name not in PRE["image_sets"]:
+        raise WorkflowError(f"{where}: unknown image set '{name}'; define it under pretrain.image_sets "
+                            f"(defined: {', '.join(PRE['image_sets'])}).")
+    dataset = PRE["image_sets"][name]["dataset"]
+    if dataset not in config["datasets"]:
+        raise WorkflowError(f"pretrain.image_sets.{name}.dataset: '{dataset}' has no entry under `datasets`; "
+                            f"add datasets.{dataset}: {{root: ..., build: ...}}.")
+    return dataset
+
+
+AU_SWEEP = PRE["sweeps"].get("alignment_uniformity")
+_used_sets = {PRE["data"]: "pretrain.data"}
+_used_sets.update({name: "pretrain.sweeps.alignment_uniformity.datasets" for name in (AU_SWEEP or {}).get("datasets", {})})
+_used_datasets = ["coco", "voc", "openimages", "bsds500"]
+_used_datasets += sorted({_image_set(n, w) for n, w in _used_sets.items()} - set(_used_datasets))
+
 # External dataset roots (not built by the prepare stage) must exist before any job is planned.
-for _name in ("coco", "voc", "openimages", "bsds500"):
+for _name in _used_datasets:
+    if config["datasets"][_name]["build"] and _name not in BUILDABLE:
+        raise WorkflowError(f"datasets.{_name}.build: the prepare stage cannot build '{_name}'; set build: false "
+                            f"and point datasets.{_name}.root at the official layout.")
     if not config["datasets"][_name]["build"]:
         try:
             check_dataset_root(_name, config["datasets"][_name]["root"])
@@ -56,21 +77,55 @@ def dataset_manifest(name):
     return [f"{ds['root']}/manifest.json"] if ds["build"] else []
 
 
-def pretrain_run_id(method):
-    """<method>-<data>-<arch>-<schedule>-s<seed>: the id of a table row (ARCHITECTURE.md)."""
-    return f"{method}-{PRE['data']}-{ARCH}-{PRE['schedule']}-s{PRE['seed']}"
+def pretrain_run_id(name, data, cfg):
+    """<name>-<data>-<arch>-<schedule>-s<seed>: a pretraining run (ARCHITECTURE.md); <name> is the
+    method, or the method with a sweep member's settings; arch and schedule are the run's own."""
+    return f"{name}-{data}-{cfg['arch']}-{cfg['schedule']}-s{PRE['seed']}"
 
 
-# Table rows in config order: random init first, then one per pretraining method. Each row is
-# finetuned once per seed in `seeds` (the papers' independent trials) and averaged.
+def _table_run(method):
+    cfg = run_config(PRE, method)
+    return pretrain_run_id(method, PRE["data"], cfg), {"method": method, "data": PRE["data"], "cfg": cfg}
+
+
+def _number(x):
+    return f"{x:g}"
+
+
+def sweep_members(sweep):
+    """The alignment/uniformity grid (dense_alignment_uniformity.md Sec. 4.1): per image set and scheme,
+    one model per InfoNCE temperature and one per (w_a, w_u) pair."""
+    members = {}
+    for data, grid in sweep["datasets"].items():
+        for scheme in sweep["schemes"]:
+            settings = [(f"t{_number(t)}", {"loss": "infonce", "temperature": t}) for t in grid["temperatures"]]
+            settings += [(f"a{_number(wa)}u{_number(wu)}", {"loss": "align_uniform", "align_weight": wa,
+                                                           "uniform_weight": wu}) for wa, wu in grid["weights"]]
+            for tag, objective in settings:
+                member = {"scheme": scheme, **objective}
+                cfg = run_config(PRE, sweep["method"], deep_merge(grid["overrides"], {sweep["method"]: member}))
+                run = pretrain_run_id(f"{sweep['method']}_{scheme}_{tag}", data, cfg)
+                members[run] = {"method": sweep["method"], "data": data, "member": member, "cfg": cfg}
+    return members
+
+
+# Table rows in config order: random init first, then one per pretraining method on
+# pretrain.data. Each row is finetuned once per seed in `seeds` (the papers' independent trials).
 RANDOM_RUN = f"random-{ARCH}"
-PRETRAIN_RUNS = {pretrain_run_id(m): m for m in PRE["methods"]}
-TABLE_ROWS = [("random init", RANDOM_RUN)] + [(m, pretrain_run_id(m)) for m in PRE["methods"]]
-FINETUNE_RUNS = [RANDOM_RUN, *PRETRAIN_RUNS]
+TABLE_RUNS = dict(_table_run(m) for m in PRE["methods"])
+SWEEP_RUNS = sweep_members(AU_SWEEP) if AU_SWEEP else {}
+PRETRAIN_RUNS = {**TABLE_RUNS, **SWEEP_RUNS}
+TABLE_ROWS = [("random init", RANDOM_RUN)] + [(spec["method"], run) for run, spec in TABLE_RUNS.items()]
+FINETUNE_RUNS = [RANDOM_RUN, *TABLE_RUNS]
 PROTOCOLS = ("voc_detection", "voc_segmentation")
 
 
-def pretrain_method(wildcards):
+def run_arch(wildcards):
+    """The backbone of a finetune run: its pretraining run's, or pretrain.arch for random init."""
+    return ARCH if wildcards.run == RANDOM_RUN else pretrain_run(wildcards)["cfg"]["arch"]
+
+
+def pretrain_run(wildcards):
     if wildcards.run not in PRETRAIN_RUNS:
         raise WorkflowError(f"unknown pretraining run '{wildcards.run}'; configured: {', '.join(PRETRAIN_RUNS)}")
     return PRETRAIN_RUNS[wildcards.run]
@@ -91,8 +146,15 @@ def resources_for(section, threads):
     return out
 
 
-def pretrain_image_list(data):
-    return f"{RESULTS}/prepare/pretrain-{data}/images.txt"
+def image_set(data):
+    if data not in PRE["image_sets"]:
+        raise WorkflowError(f"unknown image set '{data}'; defined under pretrain.image_sets: {', '.join(PRE['image_sets'])}")
+    return PRE["image_sets"][data]
+
+
+def pretrain_image_list(data, split="pretrain"):
+    """The image list of an image set: split "pretrain" (its train folders) or "heldout"."""
+    return f"{RESULTS}/prepare/{split}-{data}/images.txt"
 
 
 # Sharded per-image outputs: one job per shard (a SLURM array on a cluster), then an index.
@@ -140,8 +202,22 @@ def prepare_targets():
     ]
 
 
+def alignment_uniformity_file(run):
+    return f"{RESULTS}/pretrain/{run}/alignment_uniformity.json"
+
+
+def sweep_spec():
+    """The sweep's models with their settings and measurements; passed to `python -m analysis sweep-table`."""
+    return [{"run": run, "data": spec["data"], "member": spec["member"], "metrics": alignment_uniformity_file(run)}
+            for run, spec in SWEEP_RUNS.items()]
+
+
+def sweep_table_files():
+    return [f"{RESULTS}/sweeps/alignment_uniformity.{ext}" for ext in ("csv", "md")] if SWEEP_RUNS else []
+
+
 def pretrain_targets():
-    return [f"{RESULTS}/pretrain/{run}/meta.json" for run in PRETRAIN_RUNS]
+    return [f"{RESULTS}/pretrain/{run}/meta.json" for run in PRETRAIN_RUNS] + sweep_table_files()
 
 
 def finetune_targets():
@@ -152,11 +228,18 @@ def table_targets():
     return [f"{RESULTS}/table1.csv", f"{RESULTS}/table1.md", f"{RESULTS}/table2.csv", f"{RESULTS}/table2.md"]
 
 
+def image_lists_used():
+    """(split, image set) of every image list a configured job reads."""
+    used = {("pretrain", spec["data"]) for spec in PRETRAIN_RUNS.values()}
+    used |= {("heldout", spec["data"]) for spec in SWEEP_RUNS.values()}
+    return sorted(used)
+
+
 def benchmark_files():
     """Every job's benchmark file on the way to table 1 (the analysis stage summarises them)."""
-    built = ("coco", "voc", "bsds500", "openimages")
+    built = _used_datasets
     files = [f"{RESULTS}/benchmarks/prepare_{name}.tsv" for name in built if config["datasets"][name]["build"]]
-    files.append(f"{RESULTS}/benchmarks/prepare_image_list_{PRE['data']}.tsv")
+    files += [f"{RESULTS}/benchmarks/prepare_image_list/{split}-{data}.tsv" for split, data in image_lists_used()]
     files += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-{shard}.tsv" for kind in SHARDED for shard in SHARDS]
     files += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-index.tsv" for kind in SHARDED]
     if not PREP["edge_model"]["model"]:
@@ -166,13 +249,17 @@ def benchmark_files():
     files.append(f"{RESULTS}/benchmarks/openimages_mini.tsv")
     files += [f"{RESULTS}/benchmarks/coco_subset_{pct}pct.tsv" for pct in PREP["coco_subsets"]["percents"]]
     files += [f"{RESULTS}/benchmarks/pretrain/{run}.tsv" for run in PRETRAIN_RUNS]
-    files += [f"{RESULTS}/benchmarks/convert/{run}-{fmt}.tsv" for run in PRETRAIN_RUNS for fmt in ("d2", "mmseg")]
+    files += [f"{RESULTS}/benchmarks/alignment_uniformity/{run}.tsv" for run in SWEEP_RUNS]
+    if SWEEP_RUNS:
+        files.append(f"{RESULTS}/benchmarks/sweep_table.tsv")
+    files += [f"{RESULTS}/benchmarks/convert/{run}-{fmt}.tsv" for run in TABLE_RUNS for fmt in ("d2", "mmseg")]
     files += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p in PROTOCOLS for run in FINETUNE_RUNS for s in SEEDS]
     return [*files, f"{RESULTS}/benchmarks/table1.tsv"]
 
 
 def analysis_targets():
-    return [f"{RESULTS}/benchmarks.csv", f"{RESULTS}/benchmarks.md", f"{RESULTS}/figures/pretrain_losses.png"]
+    return [f"{RESULTS}/benchmarks.csv", f"{RESULTS}/benchmarks.md", f"{RESULTS}/figures/pretrain_losses.png",
+            *sweep_table_files()]
 
 
 def pretrained_weights(fmt):
@@ -216,3 +303,4 @@ wildcard_constraints:
     seed=r"\d+",
     shard=r"shard-\d{5}-of-\d{5}",
     data=r"[a-z0-9_]+",
+    split=r"pretrain|heldout",

@@ -44,7 +44,7 @@ rule voc_detection:
         weights=weights_arg,
         protocol=json.dumps({k: v for k, v in config["finetune"]["voc_detection"].items() if k != "threads"}),
         out=lambda wc, output: os.path.dirname(output[0]),
-        arch=ARCH,
+        arch=run_arch,
         device=config["device"],
     threads: config["finetune"]["voc_detection"]["threads"]
     resources:
@@ -72,7 +72,7 @@ rule voc_segmentation:
         weights=weights_arg,
         protocol=json.dumps({k: v for k, v in config["finetune"]["voc_segmentation"].items() if k != "threads"}),
         out=lambda wc, output: os.path.dirname(output[0]),
-        arch=ARCH,
+        arch=run_arch,
         device=config["device"],
     threads: config["finetune"]["voc_segmentation"]["threads"]
     resources:

@@ -43,22 +43,45 @@ rule prepare_image_list:
     conda:
         "../../envs/pretrain.yml"
     input:
-        dataset_manifest("coco"),
+        lambda wc: dataset_manifest(image_set(wc.data)["dataset"]),
     output:
-        f"{RESULTS}/prepare/pretrain-coco/images.txt",
+        f"{RESULTS}/prepare/{{split}}-{{data}}/images.txt",
     params:
-        coco=lambda wc: dataset_root("coco"),
+        root=lambda wc: dataset_root(image_set(wc.data)["dataset"]),
+        folders=lambda wc: image_set(wc.data)["train" if wc.split == "pretrain" else "heldout"],
         # COCO's unlabeled photos (val2017_unannotated) join the smoke pretraining set when present.
         extra=lambda wc: f"--extra-dir {config['datasets']['source_root']}/coco_mini/val2017_unannotated"
-        if config["datasets"]["coco"]["build"]
+        if wc.split == "pretrain" and image_set(wc.data)["dataset"] == "coco" and config["datasets"]["coco"]["build"]
+        else "",
+        limit=lambda wc: f"--max-images {image_set(wc.data)['max_images']}"
+        if wc.split == "pretrain" and image_set(wc.data).get("max_images")
         else "",
     log:
-        f"{RESULTS}/logs/prepare_image_list_coco.log",
+        f"{RESULTS}/logs/prepare_image_list/{{split}}-{{data}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/prepare_image_list_coco.tsv"
+        f"{RESULTS}/benchmarks/prepare_image_list/{{split}}-{{data}}.tsv"
     shell:
-        "python -m prepare image-list --root {params.coco:q} --subdirs train2017 {params.extra}"
+        "python -m prepare image-list --root {params.root:q} --subdirs {params.folders:q} {params.extra} {params.limit}"
         " --out {output:q} > {log:q} 2>&1"
+
+
+rule prepare_tinyimagenet:
+    conda:
+        "../../envs/pretrain.yml"
+    output:
+        f"{config['datasets']['tinyimagenet']['root']}/manifest.json",
+    params:
+        out=lambda wc, output: os.path.dirname(output[0]),
+        source=config["datasets"]["source_root"],
+        proc=config["datasets"]["procedural"],
+        seed=PRE["seed"],
+    log:
+        f"{RESULTS}/logs/prepare_tinyimagenet.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_tinyimagenet.tsv"
+    shell:
+        "python -m prepare tinyimagenet --source-root {params.source:q} --out {params.out:q} --seed {params.seed}"
+        " --procedural-train {params.proc[train_images]} --procedural-val {params.proc[val_images]} > {log:q} 2>&1"
 
 
 rule prepare_bsds500:

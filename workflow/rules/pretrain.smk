@@ -1,19 +1,20 @@
-# Stage pretrain: one job per (method, data, arch, schedule, seed); resumes from state.pth.
+# Stage pretrain: one job per run <name>-<data>-<arch>-<schedule>-s<seed> (a table row's method,
+# or a sweep member); each resumes from its state.pth.
 
 
 rule pretrain_run:
     conda:
         "../../envs/pretrain.yml"
     input:
-        images=f"{RESULTS}/prepare/pretrain-{PRE['data']}/images.txt",
+        images=lambda wc: pretrain_image_list(pretrain_run(wc)["data"]),
     output:
         backbone=f"{RESULTS}/pretrain/{{run}}/backbone.pth",
         meta=f"{RESULTS}/pretrain/{{run}}/meta.json",
     params:
-        method=pretrain_method,
-        cfg=json.dumps(PRE),
+        method=lambda wc: pretrain_run(wc)["method"],
+        cfg=lambda wc: json.dumps(pretrain_run(wc)["cfg"]),
         out=lambda wc, output: os.path.dirname(output.meta),
-        data=PRE["data"],
+        data=lambda wc: pretrain_run(wc)["data"],
         seed=PRE["seed"],
         device=config["device"],
     threads: PRE["threads"]
@@ -27,3 +28,33 @@ rule pretrain_run:
         "python -m pretrain train --method {params.method} --image-list {input.images:q}"
         " --config-json {params.cfg:q} --data-name {params.data} --seed {params.seed}"
         " --device {params.device} --threads {threads} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule alignment_uniformity:
+    """L_a and L_u of a sweep model's instance and dense features on its image set's held-out split."""
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        backbone=f"{RESULTS}/pretrain/{{run}}/backbone.pth",
+        images=lambda wc: pretrain_image_list(pretrain_run(wc)["data"], "heldout"),
+    output:
+        alignment_uniformity_file("{run}"),
+    params:
+        arch=run_arch,
+        size=lambda wc: pretrain_run(wc)["cfg"]["image_size"],
+        measure=lambda wc: pretrain_run(wc)["cfg"]["index_contrast"],
+        max_images=AU_SWEEP["heldout_images"] if AU_SWEEP else 0,
+        seed=PRE["seed"],
+    threads: PRE["threads"]
+    resources:
+        **resources_for("pretrain", PRE["threads"]),
+    log:
+        f"{RESULTS}/logs/alignment_uniformity/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/alignment_uniformity/{{run}}.tsv"
+    shell:
+        "python -m analysis alignment-uniformity --backbone {input.backbone:q} --image-list {input.images:q}"
+        " --arch {params.arch} --image-size {params.size} --max-images {params.max_images} --seed {params.seed}"
+        " --views {params.measure[views]} --align-alpha {params.measure[align_alpha]}"
+        " --uniform-t {params.measure[uniform_t]}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"

@@ -35,3 +35,22 @@ rule table2:
         f"{RESULTS}/benchmarks/table2.tsv"
     shell:
         "python -m analysis table2 --stats {input:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+
+
+rule sweep_table:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        [alignment_uniformity_file(run) for run in SWEEP_RUNS],
+    output:
+        csv=f"{RESULTS}/sweeps/alignment_uniformity.csv",
+        md=f"{RESULTS}/sweeps/alignment_uniformity.md",
+    params:
+        spec=json.dumps(sweep_spec()),
+    log:
+        f"{RESULTS}/logs/sweep_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sweep_table.tsv"
+    shell:
+        "python -m analysis sweep-table --spec-json {params.spec:q} --out-csv {output.csv:q} --out-md {output.md:q}"
+        " > {log:q} 2>&1"

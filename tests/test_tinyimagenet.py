@@ -1,0 +1,62 @@
+"""The single-object image set: Tiny-ImageNet layout (real 10-class subset or procedural), image lists
+over class folders (globs) and the evenly spaced subset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.errors import UserError
+from core.io import read_json
+from prepare.image_list import build_image_list, evenly_spaced
+from prepare.tinyimagenet import build_tinyimagenet
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+TINY = SHARED / "tiny_imagenet10" / "tiny-imagenet-200"
+
+
+def test_evenly_spaced_by_hand() -> None:
+    items = [str(i) for i in range(10)]
+    assert evenly_spaced(items, 4) == ["0", "2", "5", "7"]  # indices 0, 10//4, 20//4, 30//4
+    assert evenly_spaced(items, 20) == items
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason=f"real data not found at {TINY}")
+def test_real_tiny_imagenet_keeps_the_classes_present(tmp_path: Path) -> None:
+    out = tmp_path / "tiny-imagenet-200"
+    manifest = build_tinyimagenet(SHARED, out, seed=0, train_count=4, val_count=2)
+    wnids = (out / "wnids.txt").read_text().split()
+    # By hand: the shared copy has 10 class folders of 500 images and 50 val images each.
+    assert manifest["source"] == "tiny_imagenet10" and manifest["classes"] == 10 and len(wnids) == 10
+    assert manifest["splits"]["train"]["images"] == 5000 and manifest["splits"]["val"]["images"] == 500
+    rows = (out / "val" / "val_annotations.txt").read_text().splitlines()
+    assert len(rows) == 500 and all(row.split("\t")[1] in wnids for row in rows)
+    listed = build_image_list(out, ["train/*/images"], [], tmp_path / "images.txt", max_images=20)
+    assert len(listed) == 20 and len({Path(p).name.split("_")[0] for p in listed}) == 10  # 2 per class
+
+
+def test_procedural_tiny_imagenet_layout(tmp_path: Path) -> None:
+    out = tmp_path / "tiny"
+    manifest = build_tinyimagenet(tmp_path / "absent", out, seed=3, train_count=6, val_count=3)
+    assert manifest["source"] == "procedural"
+    train = sorted(out.glob("train/*/images/*.JPEG"))
+    assert len(train) == 6 and all(Image.open(p).size == (64, 64) for p in train)
+    wnids = set((out / "wnids.txt").read_text().split())
+    for wnid_dir in {p.parents[1] for p in train}:
+        rows = (wnid_dir / f"{wnid_dir.name}_boxes.txt").read_text().splitlines()
+        names = {r.split("\t")[0] for r in rows}
+        assert wnid_dir.name in wnids and names == {p.name for p in wnid_dir.glob("images/*.JPEG")}
+        for row in rows:  # boxes inside the 64 x 64 image, x0 <= x1, y0 <= y1
+            x0, y0, x1, y1 = map(int, row.split("\t")[1:])
+            assert 0 <= x0 <= x1 <= 63 and 0 <= y0 <= y1 <= 63
+    assert len((out / "val" / "val_annotations.txt").read_text().splitlines()) == 3
+    again = build_tinyimagenet(tmp_path / "absent", tmp_path / "tiny2", seed=3, train_count=6, val_count=3)
+    assert again["splits"] == read_json(out / "manifest.json")["splits"]
+    assert all(p.read_bytes() == (tmp_path / "tiny2" / p.relative_to(out)).read_bytes() for p in train)
+
+
+def test_image_list_names_a_glob_without_folders(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"image folder\(s\) not found: .*train/\*/images"):
+        build_image_list(tmp_path, ["train/*/images"], [], tmp_path / "x.txt")
