@@ -11,8 +11,21 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-# Keys that describe the set of runs, not one run's training.
-_PLAN_KEYS = ("methods", "method_overrides", "sweeps")
+# Keys that describe the set of runs, not one run's training (`data` is the table rows' image set; a
+# run gets its own as --data-name).
+_PLAN_KEYS = ("methods", "method_overrides", "sweeps", "image_sets", "data")
+# The config sections each method reads. A run's config keeps only its own, so that editing one
+# method's section does not rerun (or re-hash) the others' pretraining.
+METHOD_SECTIONS = {
+    "mocov2": ("moco",),
+    "densecl": ("moco", "densecl"),
+    "houghcl": ("moco", "densecl", "houghcl"),
+    "byol": ("byol",),
+    "lcloss": ("byol", "lcloss"),
+    "pixpro": ("pixpro",),
+    "index_contrast": ("index_contrast",),
+}
+_ALL_SECTIONS = frozenset(section for sections in METHOD_SECTIONS.values() for section in sections)
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +38,7 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def run_config(pretrain: dict[str, Any], method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `pretrain` config one run of `method` trains with."""
-    shared = {k: v for k, v in pretrain.items() if k not in _PLAN_KEYS}
+    own = METHOD_SECTIONS[method]
+    shared = {k: v for k, v in pretrain.items() if k not in _PLAN_KEYS and (k not in _ALL_SECTIONS or k in own)}
     cfg = deep_merge(shared, pretrain.get("method_overrides", {}).get(method, {}))
     return deep_merge(cfg, overrides or {})

@@ -21,7 +21,7 @@ from pretrain.matching import argmax_match
 from pretrain.methods import METHODS, PretrainMethod, build_method
 from pretrain.momentum import ema_update
 from pretrain.queue import FeatureQueue
-from pretrain.runs import run_config
+from pretrain.runs import METHOD_SECTIONS, run_config
 from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, make_view, sample_crop, view_grid_coords
 
 # Geometry only: no photometric change, so pixel values can be read back.
@@ -217,3 +217,15 @@ def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatc
 def test_too_few_images_for_a_batch(image_list: str, tmp_path) -> None:
     with pytest.raises(UserError, match="fewer than one batch of 8; lower pretrain.batch_size"):
         train_mod.train("mocov2", image_list, _config(batch_size=8), seed=0, out_dir=tmp_path, data_name="test")
+
+
+def test_a_run_config_holds_only_its_methods_sections_and_overrides() -> None:
+    assert set(METHOD_SECTIONS) == set(METHODS)  # every registered method declares what it reads
+    byol = run_config(SMOKE_PRETRAIN, "byol")
+    assert "byol" in byol and "pixpro" not in byol and "moco" not in byol and "image_sets" not in byol
+    assert byol["optimizer"] == "lars" and run_config(SMOKE_PRETRAIN, "mocov2")["optimizer"] == "sgd"
+    edited = run_config({**SMOKE_PRETRAIN, "pixpro": {**SMOKE_PRETRAIN["pixpro"], "power": 3}}, "byol")
+    assert edited == byol  # editing another method's section leaves this run (and its hash) unchanged
+    member = run_config(SMOKE_PRETRAIN, "index_contrast", {"epochs": 1, "index_contrast": {"scheme": "instance"}})
+    assert member["epochs"] == 1 and member["index_contrast"]["scheme"] == "instance"
+    assert member["index_contrast"]["dim"] == SMOKE_PRETRAIN["index_contrast"]["dim"]
