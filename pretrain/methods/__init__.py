@@ -13,6 +13,7 @@ The contract the training loop relies on (`PretrainMethod`):
 
 from __future__ import annotations
 
+import abc
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -25,15 +26,16 @@ from core.errors import UserError
 from pretrain.views import ViewConfig
 
 
-class PretrainMethod(nn.Module):
+class PretrainMethod(nn.Module, abc.ABC):
     @classmethod
     def view_configs(cls, cfg: dict[str, Any]) -> tuple[ViewConfig, ViewConfig]:
         view = ViewConfig(size=cfg["image_size"])
         return view, view
 
+    @abc.abstractmethod
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
                 iteration: int, total: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The losses of one batch of view pairs (see the module docstring)."""
 
 
 METHODS: dict[str, type[PretrainMethod]] = {}
