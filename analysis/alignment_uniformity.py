@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from core.errors import UserError
-from pretrain.data import TwoViewImages
+from pretrain.data import PretrainImages, view_pair_images
 from pretrain.losses import alignment
 from pretrain.methods.index_contrast import index_contrast_views
 from pretrain.models import ResNetTrunk
@@ -40,14 +40,14 @@ def load_backbone(path: str | Path, arch: str) -> ResNetTrunk:
 
 
 @torch.no_grad()
-def encode_view_pairs(backbone: ResNetTrunk, dataset: TwoViewImages, indices: list[int],
+def encode_view_pairs(backbone: ResNetTrunk, dataset: PretrainImages, indices: list[int],
                       batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone maps of both views of each image, as [N, H*W, C] (cells row-major), in eval mode."""
     maps: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
     for start in range(0, len(indices), batch_size):
         samples = [dataset[i] for i in indices[start:start + batch_size]]
         for v in (0, 1):
-            feature = backbone(torch.stack([sample[v] for sample in samples]))
+            feature = backbone(torch.stack([sample[f"view{v + 1}"] for sample in samples]))
             maps[v].append(feature.flatten(2).transpose(1, 2))
     return torch.cat(maps[0]), torch.cat(maps[1])
 
@@ -92,7 +92,7 @@ def measure_alignment_uniformity(backbone_path: str | Path, image_list: str, arc
     values do not depend on it.
     """
     view = index_contrast_views(views, image_size)
-    dataset = TwoViewImages(image_list, (view, view), seed)
+    dataset = view_pair_images(image_list, (view, view), seed)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     indices = sorted(order[:max_images])
     dense1, dense2 = encode_view_pairs(load_backbone(backbone_path, arch), dataset, indices, batch_size)

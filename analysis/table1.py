@@ -16,7 +16,8 @@ from core.provenance import config_hash
 
 # How the papers' tables name each method (registry name -> label).
 METHOD_LABELS = {"mocov2": "MoCo v2", "densecl": "DenseCL", "houghcl": "HoughCL", "byol": "BYOL",
-                 "lcloss": "LC-loss", "pixpro": "PixPro", "index_contrast": "Dense index-wise contrast"}
+                 "lcloss": "LC-loss", "pixpro": "PixPro", "index_contrast": "Dense index-wise contrast",
+                 "soco": "SoCo", "d3ssl": "D3SSL", "hiergroup": "Hierarchical grouping"}
 
 # (protocol, metric in metrics.json, column)
 COLUMNS = [

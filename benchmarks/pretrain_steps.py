@@ -31,22 +31,23 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pretrain.data import TwoViewImages  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
+
 from pretrain.matching import argmax_match, phm_match  # noqa: E402
-from pretrain.methods import METHODS, PretrainMethod, build_method, method_class  # noqa: E402
+from pretrain.methods import METHODS, PretrainMethod, build_method  # noqa: E402
 from pretrain.optim import build_optimizer  # noqa: E402
 from pretrain.runs import run_config  # noqa: E402
+from pretrain.train import training_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO_TRAIN = ROOT.parent / "shared" / "datasets" / "coco_mini" / "train2017"
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Batch = dict[str, torch.Tensor]
 
 
 def views_batch(image_list: Path, method: str, cfg: dict[str, Any], seed: int) -> Batch:
-    dataset = TwoViewImages(str(image_list), method_class(method).view_configs(cfg), seed)
-    samples = [dataset[i] for i in range(cfg["batch_size"])]
-    return tuple(torch.stack(parts) for parts in zip(*samples, strict=True))  # type: ignore[return-value]
+    dataset = training_images(method, str(image_list), cfg, seed)
+    return default_collate([dataset[i] for i in range(cfg["batch_size"])])
 
 
 class Stepper:
@@ -63,7 +64,7 @@ class Stepper:
 
     def step(self) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
-        losses = self.model(*self.batch, self.iteration, 10 * self.iteration + 100)
+        losses = self.model(**self.batch, iteration=self.iteration, total=10 * self.iteration + 100)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizer.step()

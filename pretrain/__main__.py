@@ -14,7 +14,7 @@ from pretrain.train import train
 
 def _train(args: argparse.Namespace) -> None:
     train(args.method, args.image_list, json.loads(args.config_json), args.seed, args.out, args.data_name,
-          device=args.device, threads=args.threads)
+          device=args.device, threads=args.threads, prepared=args.prepared)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-list", required=True, help="file from `python -m prepare image-list`")
     p.add_argument("--config-json", required=True, help="the config's `pretrain` section as JSON")
     p.add_argument("--data-name", required=True, help="name of the pretraining data, recorded in meta.json")
+    p.add_argument("--prepared", help="index.json of the proposals / region trees a region-level method reads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1)

@@ -30,8 +30,12 @@ class ResNetTrunk(nn.Module):
         self.out_channels: int = net.fc.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.children():
-            x = stage(x)
+        return self.layer4(self.c4(x))
+
+    def c4(self, x: torch.Tensor) -> torch.Tensor:
+        """The res4 (layer3) map, stride 16: where the C4 detectors (and SoCo, D3SSL) pool regions."""
+        for name in self.STAGES[:-1]:
+            x = getattr(self, name)(x)
         return x
 
 

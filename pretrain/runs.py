@@ -24,7 +24,12 @@ METHOD_SECTIONS = {
     "lcloss": ("byol", "lcloss"),
     "pixpro": ("pixpro",),
     "index_contrast": ("index_contrast",),
+    "soco": ("byol", "soco", "region_augment"),
+    "d3ssl": ("moco", "d3ssl", "region_augment"),
+    "hiergroup": ("hiergroup",),
 }
+# The prepare-stage store each region-level method reads per image (`prepare/<store>/<data>/index.json`).
+METHOD_PREPARED = {"soco": "proposals", "d3ssl": "proposals", "hiergroup": "region_trees"}
 _ALL_SECTIONS = frozenset(section for sections in METHOD_SECTIONS.values() for section in sections)
 
 

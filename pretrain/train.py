@@ -8,6 +8,7 @@ run bit for bit on CPU.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -20,10 +21,13 @@ from tqdm import tqdm
 from core.errors import UserError
 from core.io import atomic_path
 from core.provenance import provenance
-from pretrain.data import TwoViewImages
+from prepare.image_list import read_image_list
+from prepare.shards import ShardedStore
+from pretrain.data import PretrainImages
 from pretrain.export import export, load_training_state
 from pretrain.methods import build_method, method_class
 from pretrain.optim import build_optimizer, lr_at
+from pretrain.runs import METHOD_PREPARED
 
 log = logging.getLogger("pretrain")
 
@@ -36,7 +40,20 @@ def epoch_order(num_images: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_images, generator=gen).tolist()
 
 
-def _batches(dataset: TwoViewImages, cfg: dict[str, Any], epoch: int, first_batch: int) -> DataLoader:
+def training_images(method: str, image_list: str, cfg: dict[str, Any], seed: int,
+                    prepared: str | Path | None = None) -> PretrainImages:
+    """The samples `method` trains on; `prepared` is the index.json of the prepare-stage store it reads
+    (`runs.METHOD_PREPARED`), which must have been made from `image_list`."""
+    store_kind = METHOD_PREPARED.get(method)
+    if store_kind and prepared is None:
+        raise UserError(f"{method} reads the prepare stage's {store_kind}: pass --prepared "
+                        f"<results>/prepare/{store_kind}/<image set>/index.json.")
+    store = ShardedStore(prepared, read_image_list(image_list)) if store_kind else None
+    cls = method_class(method)
+    return PretrainImages(image_list, functools.partial(cls.make_sample, cfg=cfg), cls.min_side(cfg), seed, store)
+
+
+def _batches(dataset: PretrainImages, cfg: dict[str, Any], epoch: int, first_batch: int) -> DataLoader:
     batch = cfg["batch_size"]
     dataset.set_epoch(epoch)
     order = epoch_order(len(dataset), dataset.seed, epoch)[first_batch * batch:]
@@ -72,7 +89,7 @@ def image_list_hash(paths: list[str]) -> str:
 
 
 def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir: str | Path, data_name: str,
-          device: str = "cpu", threads: int = 1) -> None:
+          device: str = "cpu", threads: int = 1, prepared: str | Path | None = None) -> None:
     """Pretrain `method` on the images of `image_list` and export the backbone to `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +98,10 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no GPU is visible; set `device: cpu` in the config.")
 
-    dataset = TwoViewImages(image_list, method_class(method).view_configs(cfg), seed)
+    if cfg["lr_schedule"] == "step" and not cfg.get("lr_step_epochs"):
+        raise UserError("pretrain.lr_schedule is 'step' but lr_step_epochs is empty or missing: list the epochs "
+                        "at which the learning rate drops x0.1 (method_overrides or pretrain).")
+    dataset = training_images(method, image_list, cfg, seed, prepared)
     iters_per_epoch = len(dataset) // cfg["batch_size"]
     if iters_per_epoch == 0:
         raise UserError(f"{len(dataset)} images in {image_list} is fewer than one batch of "
@@ -110,12 +130,13 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
     iteration = start
     while iteration < total:
         epoch, first_batch = divmod(iteration, iters_per_epoch)
-        for view1, view2, geom1, geom2 in _batches(dataset, cfg, epoch, first_batch):
+        for batch in _batches(dataset, cfg, epoch, first_batch):
             lr = lr_at(cfg, iteration, total, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            batch = {key: value.to(device) for key, value in batch.items()}
             with torch.autocast(device_type=device, enabled=amp):
-                losses = model(view1.to(device), view2.to(device), geom1.to(device), geom2.to(device), iteration, total)
+                losses = model(**batch, iteration=iteration, total=total)
             if not torch.isfinite(losses["loss"]):
                 last = f"{state_path} (iteration {saved})" if saved else "none yet"
                 raise UserError(f"{method}: loss is {losses['loss'].item()} at iteration {iteration}; last good "

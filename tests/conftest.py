@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from prepare.__main__ import main as prepare_main
 from prepare.edges import train as edges_train
+from prepare.image_list import read_image_list
+from prepare.shards import image_list_hash, run_shard, write_index
 
 BSDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bsds500" / "BSDS500"
 
@@ -51,3 +54,30 @@ def image_list(tmp_path_factory: pytest.TempPathFactory) -> str:
     listing = folder / "images.txt"
     listing.write_text("\n".join(paths) + "\n")
     return str(listing)
+
+
+def hand_made_region_tree(height: int = 24, width: int = 32) -> dict[str, np.ndarray]:
+    """A region-tree record (prepare/region_trees.py layout): 2 x 2 blocks of leaf regions 0 1 / 2 3;
+    0 and 1 merge at 0.2 (node 4), 2 and 3 at 0.5 (node 5), both at 0.9 (root 6)."""
+    labels = np.zeros((height, width), np.uint8)
+    labels[:, width // 2:] += 1
+    labels[height // 2:] += 2
+    return {"labels": labels, "parents": np.array([4, 4, 5, 5, 6, 6, 6], np.int32),
+            "altitudes": np.array([0, 0, 0, 0, 0.2, 0.5, 0.9], np.float32),
+            "image_hw": np.array([2 * height, 2 * width], np.int32)}
+
+
+@pytest.fixture(scope="session")
+def prepared_stores(image_list: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """index.json of each prepare-stage store of `image_list`: real selective-search proposals (the
+    prepare CLI), and region trees from `hand_made_region_tree` (the edge model needs BSDS500)."""
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_main(["proposals", "--images", image_list, "--shard", "0", "--shards", "1",
+                  "--out", str(out / "proposals.npz")])
+    prepare_main(["shard-index", "--images", image_list, "--out", str(out / "proposals.json"),
+                  str(out / "proposals.npz")])
+    paths = read_image_list(image_list)
+    run_shard(paths, lambda path: hand_made_region_tree(), out / "trees.npz",
+              {"kind": "hand-made region trees", "image_list_hash": image_list_hash(paths)})
+    write_index(out / "trees.json", [str(out / "trees.npz")], image_list_hash(paths))
+    return {"proposals": str(out / "proposals.json"), "region_trees": str(out / "trees.json")}

@@ -17,7 +17,8 @@ PAPER = {"appearance_power": 3, "offset_bins": 91, "kernel_size": 7, "kernel_sig
 
 def _config(**overrides: object) -> dict:
     cfg = {"arch": "resnet18", "epochs": 1, "batch_size": 2, "image_size": 64, "optimizer": "sgd", "base_lr": 0.03,
-           "lr_scaling": "none", "warmup_epochs": 0, "momentum": 0.9, "weight_decay": 1e-4, "amp": False,
+           "lr_scaling": "none", "lr_schedule": "cosine", "warmup_epochs": 0, "momentum": 0.9,
+           "weight_decay": 1e-4, "amp": False,
            "workers": 0, "checkpoint_every": 10,
            "moco": {"dim": 16, "queue_size": 16, "momentum": 0.99, "temperature": 0.2},
            "densecl": {"loss_lambda": 0.5, "warmup_iters": 1}, "houghcl": dict(PAPER)}

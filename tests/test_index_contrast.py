@@ -83,7 +83,8 @@ def _section(scheme: str, loss: str, views: str) -> dict:
 
 def _config(section: dict) -> dict:
     return {"arch": "resnet18", "epochs": 1, "batch_size": 2, "image_size": 64, "optimizer": "sgd", "base_lr": 0.03,
-            "lr_scaling": "none", "warmup_epochs": 0, "momentum": 0.9, "weight_decay": 1e-4, "amp": False,
+            "lr_scaling": "none", "lr_schedule": "cosine", "warmup_epochs": 0, "momentum": 0.9,
+            "weight_decay": 1e-4, "amp": False,
             "workers": 0, "checkpoint_every": 1, "index_contrast": section}
 
 

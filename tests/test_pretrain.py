@@ -15,13 +15,14 @@ from PIL import Image
 
 import pretrain.train as train_mod
 from core.errors import UserError
-from pretrain.data import TwoViewImages
+from pretrain.data import view_pair_images
 from pretrain.losses import info_nce
 from pretrain.matching import argmax_match
 from pretrain.methods import METHODS, PretrainMethod, build_method
 from pretrain.momentum import ema_update
+from pretrain.optim import build_optimizer, lr_at
 from pretrain.queue import FeatureQueue
-from pretrain.runs import METHOD_SECTIONS, run_config
+from pretrain.runs import METHOD_PREPARED, METHOD_SECTIONS, run_config
 from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, make_view, sample_crop, view_grid_coords
 
 # Geometry only: no photometric change, so pixel values can be read back.
@@ -117,8 +118,8 @@ def test_densecl_lambda_is_zero_during_warmup() -> None:
 
 
 def test_unknown_method_is_a_clear_error() -> None:
-    with pytest.raises(UserError, match="unknown pretraining method .simclr.; registered: byol, densecl, houghcl, "
-                                         "index_contrast, lcloss, mocov2, pixpro"):
+    with pytest.raises(UserError, match="unknown pretraining method .simclr.; registered: byol, d3ssl, densecl, "
+                                         "hiergroup, houghcl, index_contrast, lcloss, mocov2, pixpro, soco"):
         build_method("simclr", "resnet18", {})
 
 
@@ -126,7 +127,8 @@ def test_unknown_method_is_a_clear_error() -> None:
 
 def _config(**overrides: object) -> dict:
     cfg = {"arch": "resnet18", "epochs": 2, "batch_size": 2, "image_size": 32, "optimizer": "sgd", "base_lr": 0.03,
-           "lr_scaling": "none", "warmup_epochs": 0, "momentum": 0.9, "weight_decay": 1e-4, "amp": False,
+           "lr_scaling": "none", "lr_schedule": "cosine", "warmup_epochs": 0, "momentum": 0.9,
+           "weight_decay": 1e-4, "amp": False,
            "workers": 0, "checkpoint_every": 1,
            "moco": {"dim": 16, "queue_size": 16, "momentum": 0.99, "temperature": 0.2},
            "densecl": {"loss_lambda": 0.5, "warmup_iters": 1}}
@@ -136,10 +138,10 @@ def _config(**overrides: object) -> dict:
 
 
 def test_views_depend_only_on_seed_epoch_index(image_list: str) -> None:
-    a, b = TwoViewImages(image_list, (PLAIN, PLAIN), seed=3), TwoViewImages(image_list, (PLAIN, PLAIN), seed=3)
-    assert all(torch.equal(x, y) for x, y in zip(a[1], b[1], strict=True))
+    a, b = view_pair_images(image_list, (PLAIN, PLAIN), seed=3), view_pair_images(image_list, (PLAIN, PLAIN), seed=3)
+    assert all(torch.equal(a[1][key], b[1][key]) for key in ("view1", "view2", "geom1", "geom2"))
     b.set_epoch(1)
-    assert not torch.equal(a[1][0], b[1][0])
+    assert not torch.equal(a[1]["view1"], b[1]["view1"])
 
 
 SMOKE_PRETRAIN = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml")
@@ -147,13 +149,14 @@ SMOKE_PRETRAIN = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_trains_exports_and_resumes_exactly(method: str, image_list: str, tmp_path, monkeypatch,
-                                                         caplog) -> None:
+def test_every_method_trains_exports_and_resumes_exactly(method: str, image_list: str, prepared_stores: dict[str, str],
+                                                         tmp_path, monkeypatch, caplog) -> None:
     """Each registered method, with its smoke config (method overrides included), at toy size: 4 iterations;
     a kill right after the 3rd checkpoint, then a rerun, gives the uninterrupted run's backbone bit for bit."""
     cfg = run_config(SMOKE_PRETRAIN, method, {"epochs": 2, "batch_size": 2, "image_size": 64, "checkpoint_every": 1,
                                               "warmup_epochs": 1, "moco": {"queue_size": 16}})
-    train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "full", data_name="test")
+    prepared = prepared_stores.get(METHOD_PREPARED.get(method, ""))
+    train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "full", data_name="test", prepared=prepared)
 
     saved = train_mod._save_state
 
@@ -164,11 +167,13 @@ def test_every_method_trains_exports_and_resumes_exactly(method: str, image_list
 
     monkeypatch.setattr(train_mod, "_save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
+        train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test",
+                        prepared=prepared)
     assert not (tmp_path / "killed" / "backbone.pth").exists()
     monkeypatch.setattr(train_mod, "_save_state", saved)
     with caplog.at_level(logging.INFO, logger="pretrain"):
-        train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test")
+        train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test",
+                        prepared=prepared)
     assert "resuming from iteration 3 of 4" in caplog.text
 
     full = torch.load(tmp_path / "full" / "backbone.pth", weights_only=True)
@@ -229,3 +234,13 @@ def test_a_run_config_holds_only_its_methods_sections_and_overrides() -> None:
     member = run_config(SMOKE_PRETRAIN, "index_contrast", {"epochs": 1, "index_contrast": {"scheme": "instance"}})
     assert member["epochs"] == 1 and member["index_contrast"]["scheme"] == "instance"
     assert member["index_contrast"]["dim"] == SMOKE_PRETRAIN["index_contrast"]["dim"]
+
+
+def test_step_schedule_and_warmup_follow_hand_computation() -> None:
+    """Hierarchical grouping's schedule: x0.1 at epochs 25, 45 and 60 of 80 (10 iterations per epoch here)."""
+    cfg = _config(epochs=80, base_lr=0.01, lr_schedule="step", lr_step_epochs=[25, 45, 60])
+    assert [lr_at(cfg, it, 800, 0) for it in (0, 249, 250, 449, 450, 600, 799)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.001, 1e-4, 1e-5, 1e-5])
+    assert lr_at(cfg, 4, 800, 10) == pytest.approx(0.005)  # linear warm-up: (4 + 1) / 10 of the peak
+    model = torch.nn.Linear(2, 2)
+    assert isinstance(build_optimizer(model, _config(optimizer="adam")), torch.optim.Adam)

@@ -26,10 +26,13 @@ def test_smoke_dry_run_lists_every_stage() -> None:
     result = snakemake("-n", "--quiet", "rules", "--", "results/table1.csv")
     assert result.returncode == 0, result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.M))
-    # 7 methods pretrained and converted twice; 8 rows (random init + 7) x 2 protocols x 1 seed.
-    assert counts == {"prepare_coco": "1", "prepare_voc": "1", "prepare_image_list": "1", "pretrain_run": "7",
-                      "convert_detectron2": "7", "convert_mmseg": "7", "voc_detection": "8",
-                      "voc_segmentation": "8", "table1": "1", "total": "41"}
+    # 10 methods pretrained and converted twice; 11 rows (random init + 10) x 2 protocols x 1 seed. SoCo and
+    # D3SSL read the proposals, hierarchical grouping the region trees (2 shards + an index each; the trees
+    # need the edge model, trained on BSDS500).
+    assert counts == {"prepare_coco": "1", "prepare_voc": "1", "prepare_image_list": "1", "pretrain_run": "10",
+                      "proposals_shard": "2", "region_trees_shard": "2", "shard_index": "2", "edge_model": "1",
+                      "prepare_bsds500": "1", "convert_detectron2": "10", "convert_mmseg": "10",
+                      "voc_detection": "11", "voc_segmentation": "11", "table1": "1", "total": "64"}
 
 
 def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
@@ -99,10 +102,10 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # Nothing is built at paper scale: the DAG starts from the real dataset roots.
     assert not re.search(r"^prepare_(coco|voc|bsds500|openimages)\s", out, re.M)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # 8 rows (random init + 7 methods) x 2 seeds (HoughCL: averaged over 2 trials) per protocol.
-    assert counts["voc_detection"] == "16" and counts["voc_segmentation"] == "16"
-    # 7 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2).
-    assert counts["pretrain_run"] == str(7 + 320) and counts["alignment_uniformity"] == "320"
+    # 11 rows (random init + 10 methods) x 2 seeds (HoughCL: averaged over 2 trials) per protocol.
+    assert counts["voc_detection"] == "22" and counts["voc_segmentation"] == "22"
+    # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2).
+    assert counts["pretrain_run"] == str(10 + 320) and counts["alignment_uniformity"] == "320"
     # 64 shards each of proposals and region trees, one edge model, two mini-COCO subsets.
     assert counts["proposals_shard"] == counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
@@ -112,7 +115,13 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert len(shard_resources) == 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
     edge_resources = re.search(r"rule edge_model:.*?resources: ([^\n]*)", out, re.S).group(1)
     assert "runtime=480" in edge_resources and "mem_mb=16000" in edge_resources
+    jobs = re.findall(r"^rule pretrain_run:\n(.*?)(?=^\[|\Z)", out, re.S | re.M)
+    inputs = {re.search(r"run=([^-\s]+)", job).group(1): re.search(r"input: ([^\n]*)", job).group(1) for job in jobs}
+    # Table rows only (sweep members are index_contrast_*): who reads which prepare-stage store.
+    assert {name for name, used in inputs.items() if "prepare/proposals/coco/index.json" in used} == {"soco", "d3ssl"}
+    assert [name for name, used in inputs.items() if "prepare/region_trees/coco/index.json" in used] == ["hiergroup"]
     for run in ("densecl-coco-resnet50-800ep-s0", "lcloss-coco-resnet50-400ep-s0", "pixpro-coco-resnet50-400ep-s0",
+                "soco-coco-resnet50-800ep-s0", "d3ssl-coco-resnet50-800ep-s0", "hiergroup-coco-resnet50-80ep-s0",
                 "index_contrast-coco-resnet18-200ep-s0", "index_contrast_dense_t0.05-stl10-resnet18-200ep-s0",
                 "index_contrast_instance_a16u8-stl10-resnet18-200ep-s0",
                 "index_contrast_dense_a8u8-coco-resnet18-200ep-s0"):

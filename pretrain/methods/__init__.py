@@ -5,10 +5,16 @@ The contract the training loop relies on (`PretrainMethod`):
   merged in); a method reads its own section, e.g. `cfg["byol"]`.
 - the online encoder is the attribute `backbone` (a `ResNetTrunk`): export writes `backbone.*`.
 - `view_configs(cfg)`: the two views' augmentations (default: MoCo v2's, twice).
-- `forward(view1, view2, geom1, geom2, iteration, total)` returns a dict whose "loss" is
-  back-propagated; other entries are detached components, logged per iteration. `geom*` are the
-  views' recorded geometry ([B, 5], see `pretrain.views.make_view`); `iteration` counts from 0 to
-  `total` - 1 (for warm-ups and momentum schedules). Momentum updates happen inside `forward`.
+- `make_sample(source, gen, cfg)`: one training sample as a dict of tensors, built in the
+  data-loader workers (default: two views and their geometry, `view1, view2, geom1, geom2`).
+  Region-level methods override it to carry boxes, masks or pixel samples; `source.record` is
+  the image's record of the prepare-stage store named by `runs.METHOD_PREPARED` (proposals or
+  region trees).
+- `forward(**batch, iteration, total)` takes the collated sample dict as keyword arguments and
+  returns a dict whose "loss" is back-propagated; other entries are detached components, logged
+  per iteration. `geom*` are the views' recorded geometry ([B, 5], see `pretrain.views.make_view`);
+  `iteration` counts from 0 to `total` - 1 (for warm-ups and momentum schedules). Momentum
+  updates happen inside `forward`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from pretrain.data import SampleSource, two_views
 from pretrain.views import ViewConfig
 
 
@@ -32,10 +39,21 @@ class PretrainMethod(nn.Module, abc.ABC):
         view = ViewConfig(size=cfg["image_size"])
         return view, view
 
+    @classmethod
+    def min_side(cls, cfg: dict[str, Any]) -> int:
+        """Pixels per side a sample needs from the decoder: crops cover >= ~45 % of a side (scale >= 0.2),
+        so 2x the largest view keeps them at full detail."""
+        return 2 * max(view.size for view in cls.view_configs(cfg))
+
+    @classmethod
+    def make_sample(cls, source: SampleSource, gen: torch.Generator, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Two augmented views of the image and their geometry."""
+        return two_views(source.image, cls.view_configs(cfg), gen)
+
     @abc.abstractmethod
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
                 iteration: int, total: int) -> dict[str, torch.Tensor]:
-        """The losses of one batch of view pairs (see the module docstring)."""
+        """The losses of one batch (see the module docstring); region methods take their own sample keys."""
 
 
 METHODS: dict[str, type[PretrainMethod]] = {}

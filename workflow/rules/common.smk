@@ -1,6 +1,7 @@
 # Configuration and target lists: the only place that turns the config into file names.
 import json
 import os
+import shlex
 from pathlib import Path
 
 import yaml
@@ -11,7 +12,7 @@ from core.config import validate_config
 from core.errors import UserError
 
 from prepare.roots import BUILDABLE, check_dataset_root
-from pretrain.runs import deep_merge, run_config
+from pretrain.runs import METHOD_PREPARED, deep_merge, run_config
 
 WORKFLOW_DIR = Path(workflow.basedir) / "workflow"
 RESULTS = "results"
@@ -33,22 +34,23 @@ SEEDS = config["seeds"]
 ARCH = PRE["arch"]
 
 
-def _image_set(name, where):
+def image_set(name, where="image set"):
+    """The spec of image set `name` (pretrain.image_sets); `where` names the config key that uses it."""
     if name not in PRE["image_sets"]:
         raise WorkflowError(f"{where}: unknown image set '{name}'; define it under pretrain.image_sets "
                             f"(defined: {', '.join(PRE['image_sets'])}).")
-    dataset = PRE["image_sets"][name]["dataset"]
-    if dataset not in config["datasets"]:
-        raise WorkflowError(f"pretrain.image_sets.{name}.dataset: '{dataset}' has no entry under `datasets`; "
-                            f"add datasets.{dataset}: {{root: ..., build: ...}}.")
-    return dataset
+    spec = PRE["image_sets"][name]
+    if spec["dataset"] not in config["datasets"]:
+        raise WorkflowError(f"pretrain.image_sets.{name}.dataset: '{spec['dataset']}' has no entry under `datasets`; "
+                            f"add datasets.{spec['dataset']}: {{root: ..., build: ...}}.")
+    return spec
 
 
 AU_SWEEP = PRE["sweeps"].get("alignment_uniformity")
 _used_sets = {PRE["data"]: "pretrain.data"}
 _used_sets.update({name: "pretrain.sweeps.alignment_uniformity.datasets" for name in (AU_SWEEP or {}).get("datasets", {})})
 _used_datasets = ["coco", "voc", "openimages", "bsds500"]
-_used_datasets += sorted({_image_set(n, w) for n, w in _used_sets.items()} - set(_used_datasets))
+_used_datasets += sorted({image_set(n, w)["dataset"] for n, w in _used_sets.items()} - set(_used_datasets))
 
 # External dataset roots (not built by the prepare stage) must exist before any job is planned.
 for _name in _used_datasets:
@@ -146,10 +148,13 @@ def resources_for(section, threads):
     return out
 
 
-def image_set(data):
-    if data not in PRE["image_sets"]:
-        raise WorkflowError(f"unknown image set '{data}'; defined under pretrain.image_sets: {', '.join(PRE['image_sets'])}")
-    return PRE["image_sets"][data]
+def pretrain_inputs(wildcards):
+    """A run's image list, plus the prepare-stage store (proposals, region trees) a region-level method reads."""
+    spec = pretrain_run(wildcards)
+    inputs = {"images": pretrain_image_list(spec["data"])}
+    if spec["method"] in METHOD_PREPARED:
+        inputs["prepared"] = f"{RESULTS}/prepare/{METHOD_PREPARED[spec['method']]}/{spec['data']}/index.json"
+    return inputs
 
 
 def pretrain_image_list(data, split="pretrain"):

@@ -6,7 +6,7 @@ rule pretrain_run:
     conda:
         "../../envs/pretrain.yml"
     input:
-        images=lambda wc: pretrain_image_list(pretrain_run(wc)["data"]),
+        unpack(pretrain_inputs),
     output:
         backbone=f"{RESULTS}/pretrain/{{run}}/backbone.pth",
         meta=f"{RESULTS}/pretrain/{{run}}/meta.json",
@@ -15,6 +15,7 @@ rule pretrain_run:
         cfg=lambda wc: json.dumps(pretrain_run(wc)["cfg"]),
         out=lambda wc, output: os.path.dirname(output.meta),
         data=lambda wc: pretrain_run(wc)["data"],
+        prepared=lambda wc, input: f"--prepared {shlex.quote(input.prepared)}" if "prepared" in input.keys() else "",
         seed=PRE["seed"],
         device=config["device"],
     threads: PRE["threads"]
@@ -26,7 +27,7 @@ rule pretrain_run:
         f"{RESULTS}/benchmarks/pretrain/{{run}}.tsv"
     shell:
         "python -m pretrain train --method {params.method} --image-list {input.images:q}"
-        " --config-json {params.cfg:q} --data-name {params.data} --seed {params.seed}"
+        " --config-json {params.cfg:q} --data-name {params.data} {params.prepared} --seed {params.seed}"
         " --device {params.device} --threads {threads} --out {params.out:q} > {log:q} 2>&1"
 
 
