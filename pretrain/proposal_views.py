@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from core.errors import UserError
 from pretrain.data import Sample, SampleSource, two_views
@@ -82,6 +83,13 @@ def proposal_sample(source: SampleSource, views: tuple[ViewConfig, ViewConfig], 
     return {"view1": sample["view1"], "view2": sample["view2"],
             "boxes1": to_view_pixels(boxes, sample["geom1"], views[0].size),
             "boxes2": to_view_pixels(boxes, sample["geom2"], views[1].size)}
+
+
+def downsample(view: torch.Tensor, boxes: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A view resized by `scale` (anti-aliased) and its boxes with it: SoCo's V3, D3SSL's x2-s."""
+    size = round(view.shape[-1] * scale)
+    small = F.interpolate(view[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return small, boxes * (size / view.shape[-1])
 
 
 def augment_regions(view: torch.Tensor, boxes: torch.Tensor, names: Sequence[str], params: dict[str, Any],

@@ -10,6 +10,7 @@ import torch
 import torchvision
 import yaml
 from PIL import Image
+from torch.nn import functional as F
 from torch.utils.data import default_collate
 
 from core.errors import UserError
@@ -93,7 +94,7 @@ def test_region_samples_keep_boxes_inside_their_views(method: str) -> None:
     sample = method_class(method).make_sample(_source(), torch.Generator().manual_seed(1), cfg)
     for key, boxes in sample.items():
         if key.startswith("boxes"):
-            view = sample["view" + key[5:]] if key != "boxes3" else sample["composite"]
+            view = sample["composite"] if (method, key) == ("d3ssl", "boxes3") else sample["view" + key[5:]]
             size = view.shape[-1]
             assert boxes.shape == (4, 4)
             assert (boxes[:, :2] >= -1e-4).all() and (boxes[:, 2:] <= size + 1e-4).all()
@@ -113,13 +114,14 @@ def test_augment_regions_blanks_only_with_masks_switched_on() -> None:
         augment_regions(view, boxes, ["mixup"], params, gen)
 
 
-@pytest.mark.parametrize(("method", "depositioning", "components"), [
-    ("soco", None, {"loss_region"}),
-    ("d3ssl", True, {"loss_dc", "loss_dp"}),
-    ("d3ssl", False, {"loss_dc"}),
+@pytest.mark.parametrize(("method", "switch", "components"), [
+    ("soco", {}, {"loss_12", "loss_13"}),
+    ("soco", {"small_scale": None}, {"loss_12"}),
+    ("d3ssl", {}, {"loss_dc", "loss_dp"}),
+    ("d3ssl", {"depositioning": False}, {"loss_dc"}),
 ])
-def test_region_methods_train_a_step(method: str, depositioning: bool | None, components: set[str]) -> None:
-    cfg = _cfg(method) if depositioning is None else _cfg(method, depositioning=depositioning)
+def test_region_methods_train_a_step(method: str, switch: dict, components: set[str]) -> None:
+    cfg = _cfg(method, **switch)
     cls = method_class(method)
     batch = default_collate([cls.make_sample(_source(), torch.Generator().manual_seed(i), cfg) for i in range(2)])
     torch.manual_seed(0)
@@ -176,3 +178,26 @@ def test_a_store_of_another_image_set_stops_with_a_clear_error(image_list: str, 
         training_images("soco", str(fewer), cfg, seed=0, prepared=prepared_stores["proposals"])
     dataset = training_images("soco", image_list, cfg, seed=0, prepared=prepared_stores["proposals"])
     assert dataset[0]["boxes1"].shape == (4, 4)
+
+
+def test_soco_loss_is_byol_regression_summed_over_view_pairs() -> None:
+    """SoCo: 2 - 2 cos between the online prediction and the target projection of the same box, both
+    directions, for the pairs (V1, V2) and (V1, V3); the mean over boxes."""
+    cfg = _cfg("soco")
+    batch = default_collate([method_class("soco").make_sample(_source(), torch.Generator().manual_seed(i), cfg)
+                             for i in range(2)])
+    assert batch["view3"].shape[-1] == 32 and (batch["boxes3"] <= 32 + 1e-4).all()  # V3: V2 at half the size
+    torch.manual_seed(0)
+    model = build_method("soco", "resnet18", cfg).eval()
+    with torch.no_grad():
+        online, target = [], []
+        for v in ("1", "2", "3"):
+            view, boxes = batch["view" + v], batch["boxes" + v]
+            prediction = model.predictor(model.projector(region_maps(model.backbone, view, boxes)))
+            online.append(F.normalize(prediction, dim=1))
+            target.append(F.normalize(model.target_projector(region_maps(model.target_backbone, view, boxes)), dim=1))
+    losses = model(**batch, iteration=0, total=10)  # iteration 0: the momentum update leaves the target as it is
+    for v, name in ((1, "loss_12"), (2, "loss_13")):
+        expected = ((2 - 2 * (online[0] * target[v]).sum(1)) + (2 - 2 * (online[v] * target[0]).sum(1))).mean()
+        assert losses[name].item() == pytest.approx(expected.item(), rel=1e-4)
+    assert losses["loss"].item() == pytest.approx((losses["loss_12"] + losses["loss_13"]).item(), rel=1e-6)

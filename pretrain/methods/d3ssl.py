@@ -26,17 +26,10 @@ from pretrain.losses import info_nce
 from pretrain.methods import register
 from pretrain.methods.mocov2 import MoCoV2
 from pretrain.momentum import ema_update_pairs
-from pretrain.proposal_views import augment_regions, proposal_sample, region_views
+from pretrain.proposal_views import augment_regions, downsample, proposal_sample, region_views
 from pretrain.region_augment import depositioning_composite, proposal_random_cutout, sample_shift
 from pretrain.region_features import region_maps
 from pretrain.views import ViewConfig, make_view
-
-
-def downsample(view: torch.Tensor, boxes: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x2 -> x2-s: the view resized by `scale` (anti-aliased) and its boxes with it."""
-    size = round(view.shape[-1] * scale)
-    small = F.interpolate(view[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-    return small, boxes * (size / view.shape[-1])
 
 
 @register("d3ssl")
