@@ -5,9 +5,10 @@ Views (SoCo's released C4 setting, D3SSL Sec. 4 "Views construction"): view 1 is
 resized to a square, view 2 a random resized crop (scale [0.6, 1] for SoCo, [0.4, 1] for D3SSL);
 both take BYOL's asymmetric colour augmentation and a random flip, as SoCo's `ImageAsymBboxCutout`.
 A proposal is used when at least half of it lies inside view 2's crop (view 1 shows the whole
-image), clipped to the crop; K of them are drawn per image, repeated when fewer exist (SoCo's
-`--padding_k`). An image with no usable proposal, e.g. an empty record (selective search found
-nothing even after the prepare stage's "none" filter fallback), uses view 2's crop as its one box.
+image) and it spans >= 2 pixels per side there; it is clipped to the crop. K of them are drawn per
+image, repeated when fewer exist (SoCo's `--padding_k`). An image with no usable proposal, e.g. an
+empty record (selective search found nothing even after the prepare stage's "none" filter
+fallback), uses view 2's crop as its one box.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pretrain.views import ViewConfig, byol_views, source_to_view
 # The augmentations a region-level method can switch on (D3SSL Table 5's columns).
 AUGMENTATIONS = ("box_jitter", "box_cutout", "rbj", "prc", "prm")
 MIN_VISIBLE = 0.5  # share of a proposal that must lie inside view 2's crop
+MIN_VIEW_PIXELS = 2  # side of a proposal in view 2 (x2-s and view 1 then still show >= 1 pixel of it)
 
 
 def region_views(size: int, crop_scale: Sequence[float]) -> tuple[ViewConfig, ViewConfig]:
@@ -53,13 +55,16 @@ def proposal_boxes(record: dict[str, np.ndarray] | None, original_size: tuple[in
     return torch.from_numpy(boxes).float() / torch.tensor([width, height, width, height], dtype=torch.float32)
 
 
-def select_visible(boxes: torch.Tensor, crop: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """K proposals ([0, 1] source coordinates) visible in a view whose crop is `crop` [x1, y1, x2, y2],
-    clipped to it; drawn without repetition, then repeated to fill K (see the module docstring)."""
+def select_visible(boxes: torch.Tensor, crop: torch.Tensor, k: int, view_size: int,
+                   gen: torch.Generator) -> torch.Tensor:
+    """K proposals ([0, 1] source coordinates) visible in a view_size x view_size view whose crop is `crop`
+    [x1, y1, x2, y2], clipped to it; drawn without repetition, then repeated to fill K (see the module
+    docstring). Proposals under MIN_VIEW_PIXELS per side in the view are dropped: they cover no pixel there."""
     clipped = torch.cat([torch.maximum(boxes[:, :2], crop[:2]), torch.minimum(boxes[:, 2:], crop[2:4])], dim=1)
-    inside = (clipped[:, 2:] - clipped[:, :2]).clamp_min(0).prod(dim=1)
+    sides = (clipped[:, 2:] - clipped[:, :2]).clamp_min(0)
     area = (boxes[:, 2:] - boxes[:, :2]).prod(dim=1)
-    usable = clipped[(inside > 0) & (inside >= MIN_VISIBLE * area)]
+    big_enough = (sides * view_size / (crop[2:4] - crop[:2]) >= MIN_VIEW_PIXELS).all(dim=1)
+    usable = clipped[big_enough & (sides.prod(dim=1) >= MIN_VISIBLE * area)]
     if len(usable) == 0:
         usable = crop[None, :4]
     order = torch.randperm(len(usable), generator=gen)[:k]
@@ -79,7 +84,8 @@ def proposal_sample(source: SampleSource, views: tuple[ViewConfig, ViewConfig], 
                     gen: torch.Generator) -> Sample:
     """Both views and the K selected proposals in each view's pixels (`boxes1`, `boxes2`: [K, 4])."""
     sample = two_views(source.image, views, gen)
-    boxes = select_visible(proposal_boxes(source.record, source.original_size), sample["geom2"], k, gen)
+    boxes = select_visible(proposal_boxes(source.record, source.original_size), sample["geom2"], k, views[1].size,
+                           gen)
     return {"view1": sample["view1"], "view2": sample["view2"],
             "boxes1": to_view_pixels(boxes, sample["geom1"], views[0].size),
             "boxes2": to_view_pixels(boxes, sample["geom2"], views[1].size)}

@@ -28,7 +28,7 @@ D3SSL's augmentations:
   pixels pasted at the shifted place on another image (Eq. 6-8).
 
 SoCo's augmentations (hologerry/SoCo, released C4 script): `box_jitter` (ratio 0.1) and `box_cutout`
-(probability 0.5, side fractions in [0.1, 0.3]). The paper / script values are the constants below.
+(probability 0.5, side fractions in [0.1, 0.3]). Their values live in the config (`pretrain.region_augment`).
 """
 
 from __future__ import annotations

@@ -46,13 +46,17 @@ def test_select_visible_clips_filters_and_repeats() -> None:
                           [0.3, 0.3, 0.6, 0.6],    # 4/9 inside: dropped
                           [0.2, 0.2, 0.55, 0.4]])  # 6/7 inside: clipped to x2 = 0.5
     gen = torch.Generator().manual_seed(0)
-    chosen = select_visible(boxes, crop, 5, gen)
+    chosen = select_visible(boxes, crop, 5, 100, gen)
     rows = {tuple(round(v, 4) for v in row) for row in chosen.tolist()}
     assert rows == {(0.1, 0.1, 0.3, 0.3), (0.2, 0.2, 0.5, 0.4)} and chosen.shape == (5, 4)
     # Nothing visible (or no proposal at all): the crop itself is the box.
     outside = torch.tensor([[0.8, 0.8, 0.9, 0.9]])
-    assert select_visible(outside, crop, 2, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]] * 2
-    assert select_visible(torch.zeros(0, 4), crop, 1, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]]
+    assert select_visible(outside, crop, 2, 100, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]] * 2
+    assert select_visible(torch.zeros(0, 4), crop, 1, 100, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]]
+    # A 0.008-wide proposal is 1.6 pixels of a 100 px view of this half-width crop: dropped, the crop stands in.
+    tiny = torch.tensor([[0.1, 0.1, 0.108, 0.3]])
+    assert select_visible(tiny, crop, 1, 100, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]]
+    assert select_visible(tiny, crop, 1, 200, gen).tolist() == [pytest.approx([0.1, 0.1, 0.108, 0.3])]
 
 
 def test_to_view_pixels_follows_crop_and_flip() -> None:
