@@ -21,6 +21,8 @@ demo: $(VENV)/.installed
 	@echo
 	@cat results/table2.md
 	@echo
+	@cat results/transfer.md
+	@echo
 	@cat results/prepare/edges/bsds_test.md
 	@echo
 	@cat results/benchmarks.md
@@ -36,5 +38,6 @@ dryrun-paper: $(VENV)/.installed
 	$(PY) -m snakemake -n --config scale=paper -- results/table1.csv
 
 clean:
-	rm -rf results/prepare results/pretrain results/finetune results/logs results/benchmarks \
-	  results/table*.csv results/table*.md results/benchmarks.csv results/benchmarks.md
+	rm -rf results/prepare results/pretrain results/imported results/finetune results/logs results/benchmarks \
+	  results/table*.csv results/table*.md results/transfer.csv results/transfer.md results/benchmarks.csv \
+	  results/benchmarks.md

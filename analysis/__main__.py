@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from analysis import sweep_table, table2
+from analysis import sweep_table, table2, transfer_table
 from analysis.benchmarks import summarise_benchmarks
 from analysis.bsds_table import write_bsds_table
 from analysis.figures import plot_pretrain_losses
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=lambda a: write_bsds_table(a.edges, a.ucm, a.timing, a.out_csv, a.out_md))
     table2.register(commands)
     sweep_table.register(commands)
+    transfer_table.register(commands)
     p = commands.add_parser("alignment-uniformity", help="held-out L_a and L_u of a backbone's features")
     p.add_argument("--backbone", required=True, help="backbone.pth of `python -m pretrain train`")
     p.add_argument("--image-list", required=True, help="held-out images (`python -m prepare image-list`)")

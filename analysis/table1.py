@@ -4,12 +4,11 @@ plus the VOC FCN mIoU column of LC-loss/DenseCL)."""
 from __future__ import annotations
 
 from pathlib import Path
-from statistics import mean, stdev
 from typing import Any
 
 import pandas as pd
 
-from analysis.tables import write_table
+from analysis.tables import trials, write_table
 from core.errors import UserError
 from core.io import read_json
 from core.provenance import config_hash
@@ -39,20 +38,25 @@ def table1_row(spec: dict[str, Any]) -> dict[str, Any]:
     results = {protocol: [_load(p) for p in paths] for protocol, paths in spec["metrics"].items()}
     row: dict[str, Any] = {"method": METHOD_LABELS.get(spec["label"], spec["label"])}
     for protocol, metric, column in COLUMNS:
-        values = [r["metrics"][metric] for r in results[protocol]]
-        row[column] = mean(values)
-        if len(values) > 1:
-            row[f"{column} std"] = stdev(values)
+        row[column], std = trials([r["metrics"][metric] for r in results[protocol]])
+        if std is not None:
+            row[f"{column} std"] = std
     meta = _load(spec["meta"]) if spec["meta"] else None
+    pretrained_here = meta is not None and "provenance" in meta  # imported checkpoints have no run of ours
     runs = [r for rs in results.values() for r in rs]
-    hashes = [meta["provenance"]["config_hash"]] if meta else []
-    commits = {meta["provenance"]["commit"]} if meta else set()
+    hashes = [meta["provenance"]["config_hash"]] if pretrained_here else []
+    hashes += [meta["sha256"]] if meta and not pretrained_here else []
+    commits = {meta["provenance"]["commit"]} if pretrained_here else set()
     hashes += sorted({r["provenance"]["config_hash"] for r in runs})
+    if meta is None:
+        pretrain_data = "none"
+    else:
+        pretrain_data = meta["pretrain_data"]["name"] if pretrained_here else f"published ({meta['layout']})"
     row.update({
         "run": spec["run"],
-        "pretrain_data": meta["pretrain_data"]["name"] if meta else "none",
-        "pretrain_iterations": meta["iterations"] if meta else 0,
-        "pretrain_seed": meta["provenance"]["seed"] if meta else "",
+        "pretrain_data": pretrain_data,
+        "pretrain_iterations": meta["iterations"] if pretrained_here else 0,
+        "pretrain_seed": meta["provenance"]["seed"] if pretrained_here else "",
         "finetune_seeds": " ".join(str(s) for s in sorted({r["provenance"]["seed"] for r in runs})),
         "finetune_iterations": " / ".join(str(r[0]["iterations"]) for r in results.values()),
         "config_hash": config_hash(hashes),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import mean, stdev
 
 import pandas as pd
 
@@ -15,3 +16,8 @@ def write_table(frame: pd.DataFrame, out_csv: str | Path, out_md: str | Path, ti
     lines = [f"# {title}", "", frame.to_markdown(index=False, floatfmt=".2f"), ""]
     lines += [f"- {note}" for note in notes]
     write_text(out_md, "\n".join(lines) + "\n")
+
+
+def trials(values: list[float]) -> tuple[float, float | None]:
+    """Mean over the fine-tuning trials, and their sample std when there are several (else None)."""
+    return mean(values), (stdev(values) if len(values) > 1 else None)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
+from torch import nn
 
 from core.errors import UserError
 from core.io import read_json, write_json
@@ -47,6 +49,48 @@ def load_backbone(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"{EXPORT_FIX}."
         )
     return state_dict
+
+
+# (blocks per stage, bottleneck?) -> torchvision architecture.
+_ARCHS = {
+    ((2, 2, 2, 2), False): "resnet18",
+    ((3, 4, 6, 3), False): "resnet34",
+    ((3, 4, 6, 3), True): "resnet50",
+    ((3, 4, 23, 3), True): "resnet101",
+    ((3, 8, 36, 3), True): "resnet152",
+}
+
+
+def infer_arch(state_dict: dict[str, Any], fix: str = EXPORT_FIX) -> str:
+    """The torchvision ResNet whose layout `state_dict` has; UserError (ending with `fix`) for any other."""
+    blocks = tuple(
+        len({key.split(".")[1] for key in state_dict if key.startswith(f"layer{stage}.")}) for stage in range(1, 5)
+    )
+    bottleneck = "layer1.0.conv3.weight" in state_dict
+    try:
+        return _ARCHS[blocks, bottleneck]
+    except KeyError:
+        raise UserError(
+            f"backbone has {blocks} blocks per stage ({'bottleneck' if bottleneck else 'basic'} blocks), which is not "
+            f"a torchvision ResNet ({', '.join(_ARCHS.values())}); {fix}."
+        ) from None
+
+
+def frozen_resnet(arch: str, backbone: str | os.PathLike[str] | None, seed: int) -> torchvision.models.ResNet:
+    """torchvision `arch` without fc (forward = pooled features), in eval mode and without gradients:
+    the weights of `backbone` (backbone.pth), or torchvision's initialisation drawn from `seed`."""
+    # torchvision initialises from the global RNG: scope the seed so the caller's RNG state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = getattr(torchvision.models, arch)(weights=None)
+    net.fc = nn.Identity()  # the export has no fc
+    if backbone is not None:
+        state_dict = load_backbone(backbone)
+        found = infer_arch(state_dict)
+        if found != arch:
+            raise UserError(f"{backbone} holds a {found} backbone but --arch is {arch}; pass --arch {found}.")
+        net.load_state_dict(state_dict)
+    return net.eval().requires_grad_(False)
 
 
 def parse_protocol_json(text: str, keys: frozenset[str], section: str) -> dict[str, Any]:
@@ -103,16 +147,22 @@ def add_converter(subparsers: argparse._SubParsersAction, name: str, help: str, 
     parser.set_defaults(func=run)
 
 
-def add_protocol(subparsers: argparse._SubParsersAction, name: str, help: str, *, section: str, archs: list[str],
-                 weights_help: str, run: Callable[..., Any]) -> None:
-    """A `python -m finetune <name>` transfer command; `run` gets the parsed arguments as keywords."""
+def add_protocol(subparsers: argparse._SubParsersAction, name: str, help: str, *, archs: list[str],
+                 weights_help: str, data_help: str, run: Callable[..., Any]) -> argparse.ArgumentParser:
+    """A `python -m finetune <name>` transfer launcher; `run` gets the parsed arguments as keywords.
+
+    --name is the protocol's config section (finetune.protocols.<name>), recorded in metrics.json.
+    Returns the parser, for a launcher's own extra arguments.
+    """
     parser = subparsers.add_parser(name, help=help)
-    parser.add_argument("--voc-root", type=Path, required=True, help="VOCdevkit folder (VOC2007, VOC2012)")
+    parser.add_argument("--name", required=True, help="the protocol's config section, recorded in metrics.json")
+    parser.add_argument("--data-root", type=Path, required=True, help=data_help)
     parser.add_argument("--weights", type=weights_path, required=True, help=f"{weights_help} or 'none' (random init)")
     parser.add_argument("--arch", choices=archs, required=True)
-    parser.add_argument("--protocol-json", required=True, help=f"JSON object of the finetune.{section} settings")
+    parser.add_argument("--protocol-json", required=True, help="JSON object of the protocol's settings")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, required=True, help="output folder: metrics.json, work/ for the framework")
     parser.set_defaults(func=lambda args: run(**{k: v for k, v in vars(args).items() if k not in ("func", "command")}))
+    return parser

@@ -9,8 +9,10 @@ from prepare import (
     bsds,
     bsds_eval,
     bsds_predict,
+    cityscapes,
     coco,
     coco_subset,
+    davis,
     image_list,
     openimages,
     openimages_mini,
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m prepare", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (coco, voc, bsds, image_list, openimages, openimages_mini, coco_subset, proposals, edge_model,
-                   region_trees, shards, bsds_predict, bsds_eval, tinyimagenet):
+                   region_trees, shards, bsds_predict, bsds_eval, tinyimagenet, cityscapes, davis):
         module.register(commands)
     args = parser.parse_args(argv)
     args.func(args)

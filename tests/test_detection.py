@@ -1,4 +1,5 @@
-"""VOC detection stage: weight conversion, MoCo's C4 head, and tiny end-to-end runs on a fake VOCdevkit."""
+"""Detection stage: weight conversion, MoCo's C4 head, the protocol checks, and tiny end-to-end runs of
+each model on a fake VOCdevkit and a fake COCO folder in the official layouts."""
 
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ import torchvision
 from PIL import Image, ImageDraw
 
 from core.errors import UserError
-from finetune.detection import convert, train  # first: applies the Detectron2 compat patches
+from finetune.detection import convert, datasets, train  # first: applies the Detectron2 compat patches
 
 # isort: split
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 PROTOCOL = {
+    "model": "faster_rcnn_c4",
+    "dataset": "voc",
+    "frozen_backbone": False,
     "max_iter": 4,
     "steps": [3],
     "warmup_iters": 1,
@@ -31,6 +37,7 @@ PROTOCOL = {
     "max_size_train": 96,
     "min_size_test": 64,
     "max_size_test": 96,
+    "detections_per_image": 20,
     "rpn_pre_nms_topk_test": 50,
     "rpn_post_nms_topk_test": 10,
     "roi_batch_size_per_image": 16,
@@ -89,20 +96,19 @@ def resnet18_backbone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
     return path, state_dict
 
 
-def _cfg(tmp_path: Path, weights: str | None = None):  # noqa: ANN202  (CfgNode)
+def _cfg(tmp_path: Path, voc_root: Path, **protocol: object):  # noqa: ANN202  (CfgNode)
     return train.build_cfg(
-        PROTOCOL,
+        {**PROTOCOL, **protocol},
         arch="resnet18",
-        weights=weights,
-        train_datasets=("unused",),
-        test_dataset="unused",
+        weights=None,
+        data=datasets.register_voc(voc_root),
         seed=0,
         device="cpu",
         output_dir=tmp_path,
     )
 
 
-def test_convert_loads_every_backbone_and_res5_tensor(tmp_path: Path, resnet18_backbone) -> None:
+def test_convert_loads_every_backbone_and_res5_tensor(tmp_path: Path, voc_root: Path, resnet18_backbone) -> None:
     path, state_dict = resnet18_backbone
     pkl = tmp_path / "backbone.pkl"
     assert convert.convert(path, pkl) == "resnet18"
@@ -111,7 +117,7 @@ def test_convert_loads_every_backbone_and_res5_tensor(tmp_path: Path, resnet18_b
     assert data["__author__"] == "densebench" and data["matching_heuristics"] is True
     assert all(isinstance(value, np.ndarray) for value in data["model"].values())
 
-    model = build_model(_cfg(tmp_path))
+    model = build_model(_cfg(tmp_path, voc_root))
     DetectionCheckpointer(model).load(str(pkl))
     loaded = model.state_dict()
     hand_checked = {
@@ -147,8 +153,8 @@ def test_convert_rejects_missing_file(tmp_path: Path) -> None:
         convert.convert(tmp_path / "nope.pth", tmp_path / "out.pkl")
 
 
-def test_model_has_trainable_bn_and_extra_norm_after_res5(tmp_path: Path) -> None:
-    model = build_model(_cfg(tmp_path))
+def test_model_has_trainable_bn_and_extra_norm_after_res5(tmp_path: Path, voc_root: Path) -> None:
+    model = build_model(_cfg(tmp_path, voc_root))
     res5 = model.roi_heads.res5
     assert list(dict(res5.named_children()))[-1] == "norm"
     assert isinstance(res5.norm, torch.nn.BatchNorm2d) and res5.norm.num_features == 512
@@ -163,9 +169,12 @@ def test_protocol_rejects_unknown_and_missing_keys() -> None:
         train.parse_protocol(json.dumps({k: v for k, v in PROTOCOL.items() if k != "base_lr"}))
 
 
-def _run(voc_root: Path, out: Path, weights: Path | None = None, **protocol: object) -> dict:
+def _run(data_root: Path, out: Path, weights: Path | None = None, train_json: Path | None = None,
+         **protocol: object) -> dict:
     return train.run(
-        voc_root=voc_root,
+        name="test_protocol",
+        data_root=data_root,
+        train_json=train_json,
         weights=weights,
         arch="resnet18",
         protocol={**PROTOCOL, **protocol},
@@ -182,7 +191,7 @@ def test_train_writes_finite_metrics_deterministically(tmp_path: Path, voc_root:
     first = _run(voc_root, tmp_path / "a", weights)
     written = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert written == first
-    assert written["protocol"] == "voc_detection" and written["iterations"] == PROTOCOL["max_iter"]
+    assert written["protocol"] == "test_protocol" and written["iterations"] == PROTOCOL["max_iter"]
     assert written["weights"] == str(weights) and written["provenance"]["seed"] == 0
     assert set(written["metrics"]) == {"AP", "AP50", "AP75"}
     assert all(math.isfinite(v) and 0 <= v <= 100 for v in written["metrics"].values())
@@ -214,14 +223,140 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path, voc_root: Path)
 
 
 def test_divergence_is_a_user_error(tmp_path: Path, voc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def diverge(self: train.VOCTrainer) -> None:
+    def diverge(self: train.TransferTrainer) -> None:
         # As when Detectron2's NaN check fires in the precise-BN hook and a later hook then fails.
         try:
             raise FloatingPointError("Loss became infinite or NaN at iteration=3!")
         except FloatingPointError as err:
             raise AssertionError("Some BN layers are reused.") from err
 
-    monkeypatch.setattr(train.VOCTrainer, "train", diverge)
+    monkeypatch.setattr(train.TransferTrainer, "train", diverge)
     with pytest.raises(UserError, match=r"training diverged \(Loss became infinite.*lower base_lr"):
         _run(voc_root, tmp_path / "run", max_iter=1)
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "yolo"}, "unknown detection model 'yolo'"),
+        ({"model": "mask_rcnn_fpn"}, "mask_rcnn_fpn cannot train on dataset 'voc'"),
+        ({"model": "keypoint_rcnn_fpn", "dataset": "coco"}, "takes \\['coco_keypoints'\\]"),
+        ({"frozen_backbone": True}, "frozen_backbone needs an FPN model"),
+        ({"model": "retinanet_fpn"}, "unknown protocol keys.*roi_batch_size_per_image"),
+    ],
+)
+def test_protocol_rejects_impossible_combinations(change: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        train.parse_protocol(json.dumps({**PROTOCOL, **change}))
+
+
+_COCO_THINGS = [c for c in COCO_CATEGORIES if c["isthing"]]
+_KEYPOINT_NAMES = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+]
+
+
+def _coco_split(root: Path, split: str, count: int, rng: np.random.Generator) -> tuple[dict, dict]:
+    """`count` 128x96 JPEGs with 1-2 rectangles of person/car/dog: (instances json, person_keypoints json)."""
+    (root / split).mkdir()
+    images, instances, people = [], [], []
+    for image_id in range(1, count + 1):
+        image = Image.new("RGB", (128, 96), tuple(int(c) for c in rng.integers(0, 80, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(1, 3))):
+            x0, y0 = (int(v) for v in rng.integers(1, 60, 2))
+            w, h = int(rng.integers(20, 60)), int(rng.integers(20, 30))
+            category = int(rng.choice([1, 3, 18]))  # person, car, dog
+            draw.rectangle((x0, y0, x0 + w, y0 + h), fill={1: (255, 0, 0), 3: (0, 255, 0), 18: (0, 0, 255)}[category])
+            annotation = {
+                "id": len(instances) + 1, "image_id": image_id, "category_id": category, "iscrowd": 0,
+                "bbox": [x0, y0, w, h], "area": w * h,
+                "segmentation": [[x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h]],
+            }
+            instances.append(annotation)
+            if category == 1:  # 17 keypoints spread over the box, all visible
+                points = [[x0 + w * (k % 4) / 3, y0 + h * (k // 4) / 4, 2] for k in range(17)]
+                people.append({**annotation, "keypoints": [v for p in points for v in p], "num_keypoints": 17})
+        file_name = f"{image_id:012d}.jpg"
+        image.save(root / split / file_name)
+        images.append({"id": image_id, "file_name": file_name, "width": 128, "height": 96})
+    categories = [{"id": c["id"], "name": c["name"], "supercategory": "thing"} for c in _COCO_THINGS]
+    person = {"id": 1, "name": "person", "supercategory": "person", "keypoints": _KEYPOINT_NAMES, "skeleton": [[1, 2]]}
+    return ({"images": images, "annotations": instances, "categories": categories},
+            {"images": images, "annotations": people, "categories": [person]})
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A COCO folder in the official layout: train2017 (6 images), val2017 (3), instances + person_keypoints."""
+    root = tmp_path_factory.mktemp("coco")
+    (root / "annotations").mkdir()
+    rng = np.random.default_rng(1)
+    for split, count in (("train2017", 6), ("val2017", 3)):
+        instances, keypoints = _coco_split(root, split, count, rng)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(instances))
+        (root / "annotations" / f"person_keypoints_{split}.json").write_text(json.dumps(keypoints))
+    return root
+
+
+_FPN = {"model": "mask_rcnn_fpn", "dataset": "coco", "max_iter": 2, "steps": [], "checkpoint_period": 1,
+        "precise_bn_iters": 1}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "metrics"),
+    [
+        ({}, {"AP", "AP50", "AP75", "APm", "APm50", "APm75"}),
+        ({"model": "keypoint_rcnn_fpn", "dataset": "coco_keypoints"},
+         {"AP", "AP50", "AP75", "APkp", "APkp50", "APkp75"}),
+        ({"model": "retinanet_fpn", "rpn_pre_nms_topk_test": None, "rpn_post_nms_topk_test": None,
+          "roi_batch_size_per_image": None}, {"AP", "AP50", "AP75"}),
+    ],
+    ids=["mask_rcnn_fpn", "keypoint_rcnn_fpn", "retinanet_fpn"],
+)
+def test_coco_models_write_their_tasks_metrics(tmp_path: Path, coco_root: Path, resnet18_backbone,
+                                               protocol: dict, metrics: set[str]) -> None:
+    weights = tmp_path / "backbone.pkl"
+    convert.convert(resnet18_backbone[0], weights)
+    merged = {k: v for k, v in {**PROTOCOL, **_FPN, **protocol}.items() if v is not None}
+    summary = _run(coco_root, tmp_path / "run", weights, **merged)
+    assert set(summary["metrics"]) == metrics
+    assert all(math.isfinite(v) and 0 <= v <= 100 for v in summary["metrics"].values())
+    assert (summary["model"], summary["dataset"]) == (merged["model"], merged["dataset"])
+
+
+def test_train_json_replaces_coco_train_set(tmp_path: Path, coco_root: Path) -> None:
+    full = json.loads((coco_root / "annotations" / "instances_train2017.json").read_text())
+    subset = {**full, "images": full["images"][:2],
+              "annotations": [a for a in full["annotations"] if a["image_id"] <= 2]}
+    subset_json = tmp_path / "instances_train2017_5pct.json"
+    subset_json.write_text(json.dumps(subset))
+    registered = datasets.register("coco", coco_root, subset_json)
+    assert len(DatasetCatalog.get(registered.train[0])) == 2
+    assert len(DatasetCatalog.get(registered.test)) == 3  # evaluated on the full val2017
+    with pytest.raises(UserError, match="COCO datasets only"):
+        datasets.register("voc", coco_root, subset_json)
+    with pytest.raises(UserError, match="train2017 is missing; --data-root must be a COCO folder"):
+        datasets.register("coco", tmp_path, subset_json)
+
+
+def test_frozen_backbone_stays_bit_identical(tmp_path: Path, voc_root: Path, resnet18_backbone) -> None:
+    weights = tmp_path / "backbone.pkl"
+    convert.convert(resnet18_backbone[0], weights)
+    _run(voc_root, tmp_path / "run", weights, model="faster_rcnn_fpn", frozen_backbone=True, max_iter=4,
+         checkpoint_period=2)
+    work = tmp_path / "run" / "work"
+    # Our own training checkpoints (they hold the optimizer and scheduler states, not only tensors).
+    after_2 = torch.load(work / "model_0000001.pth", map_location="cpu", weights_only=False)["model"]
+    final = torch.load(work / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    with weights.open("rb") as f:
+        pretrained = pickle.load(f)["model"]
+    frozen = {name: value for name, value in pretrained.items() if not name.endswith("num_batches_tracked")}
+    for name, value in frozen.items():  # weights and BN statistics, stem to res5 (FrozenBN keeps no step count)
+        assert torch.equal(final[f"backbone.bottom_up.{name}"], torch.from_numpy(value)), name
+    assert len(frozen) == len([k for k in final if k.startswith("backbone.bottom_up.")])
+    trained = [k for k in final if not k.startswith("backbone.bottom_up.") and final[k].is_floating_point()]
+    assert any(not torch.equal(after_2[k], final[k]) for k in trained if k.endswith("weight"))

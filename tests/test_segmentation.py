@@ -1,11 +1,14 @@
-"""VOC segmentation stage: the mmcv.ops shim, weight conversion, and tiny FCN runs on a fake VOCdevkit."""
+"""Segmentation stage: the mmcv.ops shim, weight conversion, protocol checks, and tiny mmseg runs on a fake
+VOCdevkit (FCN fine-tuned, FCN on a frozen backbone, DeepLabV3 ASPP on frozen features)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,30 +18,46 @@ from PIL import Image, ImageDraw
 
 from core.errors import UserError
 from finetune.segmentation import cli, compat, convert
-from finetune.segmentation.config import SegmentationProtocol, build_config, check_voc2012
+from finetune.segmentation.config import build_config, build_model
+from finetune.segmentation.datasets import check_cityscapes, check_voc2012
+from finetune.segmentation.protocol import SegmentationProtocol
+from finetune.segmentation.train import FrozenBackboneHook
 from prepare.voc import voc_palette
 
-PROTOCOL = {"max_iters": 4, "batch_size": 2, "crop_size": 64, "base_lr": 0.01, "checkpoint_interval": 2,
-            "train_aug": False}
+# finetune.voc_segmentation at test scale: FCN fine-tuned on VOC (LC-loss Table 3).
+PROTOCOL = {"dataset": "voc", "head": "fcn", "head_input": "layer4", "auxiliary_head": True,
+            "frozen_backbone": False, "max_iters": 4, "batch_size": 2, "crop_size": 64, "resize_scale": [256, 64],
+            "base_lr": 0.01, "lr_steps": [], "slide_stride": None, "align_corners": False,
+            "checkpoint_interval": 2, "train_aug": False}
+# finetune.voc_aspp_frozen at test scale: DeepLabV3's ASPP on frozen Res4 (hierarchical grouping Table 1).
+ASPP = {**PROTOCOL, "head": "aspp", "head_input": "layer3", "auxiliary_head": False, "frozen_backbone": True,
+        "base_lr": 0.03, "lr_steps": [2, 3]}
 _COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
 
 
-def _voc_segmentation(voc_root: Path, weights: str, out: Path, seed: int = 0) -> dict[str, object]:
-    """Run `python -m finetune voc-segmentation` in this process; return its metrics.json."""
+def run_segmentation(data_root: Path, weights: str, out: Path, protocol: dict[str, object], seed: int = 0,
+                     name: str = "voc_segmentation") -> dict[str, object]:
+    """Run `python -m finetune segmentation` in this process; return its metrics.json."""
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(required=True))
     args = parser.parse_args(
-        ["voc-segmentation", "--voc-root", str(voc_root), "--weights", weights, "--arch", "resnet18", "--out", str(out),
-         "--protocol-json", json.dumps(PROTOCOL), "--seed", str(seed), "--threads", "1", "--device", "cpu"]
+        ["segmentation", "--data-root", str(data_root), "--weights", weights, "--arch", "resnet18", "--out", str(out),
+         "--name", name, "--protocol-json", json.dumps(protocol), "--seed", str(seed), "--threads", "1",
+         "--device", "cpu"]
     )  # fmt: skip
     args.func(args)
     return json.loads((out / "metrics.json").read_text())
 
 
-def _write_sample(voc2012: Path, image_id: str, rng: np.random.Generator) -> None:
-    """A 96x80 JPEG with 1-2 coloured shapes and its palette mask (class 1-3 per shape, 255 on outlines)."""
+def _checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of one of the run's own mmengine checkpoints (they also hold numpy arrays)."""
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _sample(rng: np.random.Generator, labels: tuple[int, int, int], background: int) -> tuple[Image.Image, np.ndarray]:
+    """A 96x80 image with 1-2 coloured shapes and its label map (`labels[k]` for shape colour k, 255 on outlines)."""
     image = Image.new("RGB", (96, 80), tuple(int(c) for c in rng.integers(0, 60, 3)))
-    mask = Image.new("L", image.size, 0)
+    mask = Image.new("L", image.size, background)
     for _ in range(int(rng.integers(1, 3))):
         x0, y0 = (int(v) for v in rng.integers(0, 50, 2))
         box = (x0, y0, x0 + int(rng.integers(20, 45)), y0 + int(rng.integers(20, 30)))
@@ -46,9 +65,15 @@ def _write_sample(voc2012: Path, image_id: str, rng: np.random.Generator) -> Non
         draw = ImageDraw.Draw(image).ellipse if cls == 1 else ImageDraw.Draw(image).rectangle
         draw(box, fill=_COLOURS[cls])
         shape = ImageDraw.Draw(mask).ellipse if cls == 1 else ImageDraw.Draw(mask).rectangle
-        shape(box, fill=cls + 1, outline=255)
+        shape(box, fill=labels[cls], outline=255)
+    return image, np.asarray(mask)
+
+
+def _write_sample(voc2012: Path, image_id: str, rng: np.random.Generator) -> None:
+    """A JPEG and its VOC palette mask (classes 1-3, background 0)."""
+    image, mask = _sample(rng, (1, 2, 3), background=0)
     image.save(voc2012 / "JPEGImages" / f"{image_id}.jpg")
-    png = Image.fromarray(np.asarray(mask), mode="P")
+    png = Image.fromarray(mask, mode="P")
     png.putpalette(voc_palette())
     png.save(voc2012 / "SegmentationClass" / f"{image_id}.png")
 
@@ -66,6 +91,24 @@ def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for image_id in ids:
             _write_sample(voc2012, image_id, rng)
         (voc2012 / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cityscapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The official Cityscapes layout: train cities aachen and bochum (2 images each), val city frankfurt (2);
+    trainIds person 11, car 13, bicycle 18 on road 0."""
+    root = tmp_path_factory.mktemp("cityscapes")
+    rng = np.random.default_rng(1)
+    for split, cities in (("train", ("aachen", "bochum")), ("val", ("frankfurt",))):
+        for city in cities:
+            for image_dir in (root / "leftImg8bit" / split / city, root / "gtFine" / split / city):
+                image_dir.mkdir(parents=True)
+            for frame in (19, 20):
+                stem = f"{city}_000000_{frame:06d}"
+                image, mask = _sample(rng, (11, 13, 18), background=0)
+                image.save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+                Image.fromarray(mask).save(root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png")
     return root
 
 
@@ -138,7 +181,7 @@ def test_converted_backbone_loads_into_the_segmentor(
 
     register_all_modules()
     cfg = build_config(
-        voc2012=voc_root / "VOC2012",
+        data_dir=voc_root / "VOC2012",
         weights=out,
         arch="resnet18",
         protocol=SegmentationProtocol(**PROTOCOL),
@@ -181,9 +224,20 @@ def test_missing_keys_and_wrong_arch_are_refused(
     ("protocol", "message"),
     [
         ({**PROTOCOL, "threads": 1}, r"unknown protocol keys \['threads'\] \(pass threads with --threads\)"),
+        ({**PROTOCOL, "freeze": True}, r"unknown protocol keys \['freeze'\]"),
         ({k: v for k, v in PROTOCOL.items() if k != "base_lr"}, r"lacks \['base_lr'\]"),
         ({**PROTOCOL, "crop_size": 16}, "crop_size must be an integer >= 32"),
         ({**PROTOCOL, "base_lr": 0}, "base_lr must be a positive number"),
+        ({**PROTOCOL, "dataset": "ade20k"}, r"dataset must be one of \['voc', 'cityscapes'\]"),
+        ({**PROTOCOL, "head": "psp"}, r"head must be one of \['fcn', 'aspp'\]"),
+        ({**PROTOCOL, "head_input": "layer3"}, "head 'fcn' reads layer4"),
+        ({**PROTOCOL, "frozen_backbone": "yes"}, "frozen_backbone must be true or false"),
+        ({**PROTOCOL, "dataset": "cityscapes", "train_aug": True}, "set it to false for dataset 'cityscapes'"),
+        ({**PROTOCOL, "lr_steps": [3, 2]}, "lr_steps must be"),
+        ({**PROTOCOL, "lr_steps": [4]}, "below max_iters 4"),
+        ({**PROTOCOL, "slide_stride": 65}, r"slide_stride must be null .* crop_size 64"),
+        ({**PROTOCOL, "resize_scale": [256]}, "resize_scale must be"),
+        ({**ASPP, "batch_size": 1}, "head 'aspp' needs batch_size >= 2"),
     ],
 )
 def test_bad_protocols_are_refused(protocol: dict[str, object], message: str) -> None:
@@ -194,7 +248,7 @@ def test_bad_protocols_are_refused(protocol: dict[str, object], message: str) ->
 def test_missing_voc_root_lists_expected_paths(tmp_path: Path) -> None:
     root = tmp_path / "VOCdevkit"
     with pytest.raises(UserError) as err:
-        _voc_segmentation(root, "none", tmp_path / "out")
+        run_segmentation(root, "none", tmp_path / "out", PROTOCOL)
     voc2012, splits = root / "VOC2012", root / "VOC2012" / "ImageSets" / "Segmentation"
     expected = (voc2012 / "JPEGImages", voc2012 / "SegmentationClass", splits / "train.txt", splits / "val.txt")
     assert all(str(path) in str(err.value) for path in expected)
@@ -208,8 +262,8 @@ def test_train_aug_adds_sbd_masks(tmp_path: Path, voc_root: Path) -> None:
         check_voc2012(voc_root, train_aug=True)
     assert str(voc_root / "VOC2012" / "SegmentationClassAug") in str(err.value)
     assert str(voc_root / "VOC2012" / "ImageSets" / "Segmentation" / "aug.txt") in str(err.value)
-    cfg = build_config(voc2012=voc_root / "VOC2012", weights=None, arch="resnet18",
-                       protocol=SegmentationProtocol(**{**PROTOCOL, "train_aug": True}), seed=0,
+    protocol = SegmentationProtocol.from_json(json.dumps({**PROTOCOL, "train_aug": True}))
+    cfg = build_config(data_dir=voc_root / "VOC2012", weights=None, arch="resnet18", protocol=protocol, seed=0,
                        work_dir=tmp_path / "work")
     train = cfg.train_dataloader.dataset
     assert train.type == "ConcatDataset"
@@ -225,7 +279,7 @@ def test_tiny_run_is_reproducible_and_resumes(
 ) -> None:
     weights = tmp_path / "mmseg.pth"
     convert.convert(backbone[0], weights)
-    first = _voc_segmentation(voc_root, str(weights), tmp_path / "a")
+    first = run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL)
     assert first["protocol"] == "voc_segmentation"
     assert first["weights"] == str(weights)
     assert first["iterations"] == PROTOCOL["max_iters"]
@@ -234,15 +288,137 @@ def test_tiny_run_is_reproducible_and_resumes(
     assert all(0 <= value <= 100 for value in first["metrics"].values())
     work = tmp_path / "a" / "work"
     assert (work / "iter_4.pth").is_file() and (work / "iter_2.pth").is_file()
+    # Fine-tuning (the control of the frozen test below): weights and BN statistics of the backbone move.
+    trained = _checkpoint(work / "iter_4.pth")
+    for key in ("layer1.0.conv1.weight", "bn1.running_mean"):
+        assert not torch.equal(trained["backbone." + key], backbone[1][key]), key
 
     # Same seed, same run.
-    assert _voc_segmentation(voc_root, str(weights), tmp_path / "b")["metrics"] == first["metrics"]
+    assert run_segmentation(voc_root, str(weights), tmp_path / "b", PROTOCOL)["metrics"] == first["metrics"]
 
     # A rerun in the same folder resumes from the last checkpoint: no training left, same evaluation.
     (tmp_path / "a" / "metrics.json").unlink()
-    assert _voc_segmentation(voc_root, str(weights), tmp_path / "a")["metrics"] == first["metrics"]
+    assert run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL)["metrics"] == first["metrics"]
     logs = "".join(path.read_text() for path in work.glob("*/*.log"))
     assert f"resuming from {work / 'iter_4.pth'}" in logs
     # ... but never from another run's checkpoints.
     with pytest.raises(UserError, match="checkpoints of a different run"):
-        _voc_segmentation(voc_root, str(weights), tmp_path / "a", seed=1)
+        run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL, seed=1)
+
+
+@pytest.mark.usefixtures("restore_torch_globals")
+def test_frozen_backbone_stays_bit_identical_while_the_heads_train(
+    tmp_path: Path, voc_root: Path, backbone: tuple[Path, dict[str, torch.Tensor]]
+) -> None:
+    """LC-loss Table 4: the pretrained ResNet frozen, weights and BN statistics; FCN and auxiliary heads trained."""
+    weights = tmp_path / "mmseg.pth"
+    convert.convert(backbone[0], weights)
+    protocol = {**PROTOCOL, "frozen_backbone": True}
+    result = run_segmentation(voc_root, str(weights), tmp_path / "run", protocol, name="voc_segmentation_frozen")
+    assert result["protocol"] == "voc_segmentation_frozen"
+    work = tmp_path / "run" / "work"
+    middle, end = _checkpoint(work / "iter_2.pth"), _checkpoint(work / "iter_4.pth")
+    for state in (middle, end):
+        frozen = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+        assert frozen.keys() == backbone[1].keys()  # every parameter and BN buffer, num_batches_tracked included
+        assert all(torch.equal(value, backbone[1][key]) for key, value in frozen.items())
+    for head in ("decode_head", "auxiliary_head"):
+        assert not torch.equal(middle[f"{head}.conv_seg.weight"], end[f"{head}.conv_seg.weight"]), head
+        assert not torch.equal(middle[f"{head}.convs.0.bn.running_mean"], end[f"{head}.convs.0.bn.running_mean"])
+    logs = "".join(path.read_text() for path in work.glob("*/*.log"))
+    assert f"frozen backbone unchanged: {len(backbone[1])} tensors bit-identical" in logs
+
+
+def test_frozen_backbone_hook_fails_on_any_change() -> None:
+    runner = mock.Mock(model=torch.nn.Module())
+    runner.model.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    hook = FrozenBackboneHook()
+    hook.before_train(runner)
+    hook.after_train(runner)  # unchanged: passes
+    runner.model.backbone[1].running_var[0] += 1e-6
+    with pytest.raises(RuntimeError, match=r"frozen backbone changed during training: 1\.running_var"):
+        hook.after_train(runner)
+
+
+def test_aspp_reads_frozen_res4_without_layer4(tmp_path: Path, voc_root: Path) -> None:
+    """Hierarchical grouping Sec. 4.2: only the newly added DeepLabV3 ASPP head trains, on frozen Res4."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    model = MODELS.build(build_model("resnet18", None, SegmentationProtocol.from_json(json.dumps(ASPP))))
+    model.train()
+    assert not hasattr(model.backbone, "layer4") and model.backbone.out_indices == (0, 1, 2)
+    assert type(model.decode_head).__name__ == "ASPPHead" and not model.with_auxiliary_head
+    assert (model.decode_head.in_channels, model.decode_head.in_index) == (256, 2)  # ResNet-18 layer3
+    assert model.decode_head.dilations == (1, 12, 24, 36)
+    assert model.decode_head.num_classes == 21
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert not any(m.training for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(p.requires_grad for p in model.decode_head.parameters())
+    # d8: layer3 dilated by 2 instead of strided, so Res4 stays at 1/8 of a 64 px crop.
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(2, 3, 64, 64))
+    assert [tuple(f.shape[1:]) for f in features] == [(64, 16, 16), (128, 8, 8), (256, 8, 8)]
+
+
+@pytest.mark.usefixtures("restore_torch_globals")
+def test_aspp_frozen_run_trains_only_the_head(
+    tmp_path: Path, voc_root: Path, backbone: tuple[Path, dict[str, torch.Tensor]]
+) -> None:
+    weights = tmp_path / "mmseg.pth"
+    convert.convert(backbone[0], weights)
+    result = run_segmentation(voc_root, str(weights), tmp_path / "run", ASPP, name="voc_aspp_frozen")
+    assert result["protocol"] == "voc_aspp_frozen" and set(result["metrics"]) == {"mIoU", "mAcc", "aAcc"}
+    state = _checkpoint(tmp_path / "run" / "work" / "iter_4.pth")
+    kept = {key: value for key, value in backbone[1].items() if not key.startswith("layer4.")}
+    assert {key.removeprefix("backbone.") for key in state if key.startswith("backbone.")} == kept.keys()
+    assert all(torch.equal(state["backbone." + key], value) for key, value in kept.items())
+    assert not any(key.startswith("auxiliary_head.") for key in state)
+
+
+def test_step_schedule_divides_by_ten_at_the_steps() -> None:
+    """Hierarchical grouping Sec. 4.2 at 1/1000 scale: lr 0.03, x0.1 at 10k and 15k of 20k iterations."""
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    protocol = SegmentationProtocol.from_json(json.dumps({**ASPP, "max_iters": 20, "lr_steps": [10, 15]}))
+    cfg = build_config(data_dir=Path("VOC2012"), weights=None, arch="resnet18", protocol=protocol, seed=0,
+                       work_dir=Path("work"))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=protocol.base_lr)
+    scheduler = PARAM_SCHEDULERS.build({**cfg.param_scheduler[0], "optimizer": optimizer})
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    assert rates == pytest.approx([0.03] * 10 + [0.003] * 5 + [0.0003] * 5)
+    poly = build_config(data_dir=Path("VOC2012"), weights=None, arch="resnet18", seed=0, work_dir=Path("work"),
+                        protocol=SegmentationProtocol.from_json(json.dumps(PROTOCOL))).param_scheduler
+    assert [dict(s) for s in poly] == [dict(type="PolyLR", eta_min=0.0001, power=0.9, begin=0, end=4, by_epoch=False)]
+
+
+@pytest.mark.usefixtures("restore_torch_globals")
+def test_cityscapes_protocol_runs_with_slide_test(tmp_path: Path, cityscapes_root: Path) -> None:
+    """fcn_r50-d8_4xb2-40k_cityscapes-769x769 in miniature: odd crop 65 (769 = 8 * 96 + 1), align_corners,
+    sliding-window test with crop-sized windows at ~2/3 of the crop (513 / 769)."""
+    protocol = {**PROTOCOL, "dataset": "cityscapes", "crop_size": 65, "resize_scale": [130, 87], "slide_stride": 43,
+                "align_corners": True}
+    cfg = build_config(data_dir=cityscapes_root, weights=None, arch="resnet18", seed=0, work_dir=tmp_path / "w",
+                       protocol=SegmentationProtocol.from_json(json.dumps(protocol)))
+    assert cfg.model.test_cfg == dict(mode="slide", crop_size=(65, 65), stride=(43, 43))
+    assert cfg.model.decode_head.align_corners and cfg.model.auxiliary_head.align_corners
+    assert cfg.train_dataloader.dataset.data_prefix == dict(img_path="leftImg8bit/train", seg_map_path="gtFine/train")
+    result = run_segmentation(cityscapes_root, "none", tmp_path / "run", protocol, name="cityscapes_segmentation")
+    assert result["protocol"] == "cityscapes_segmentation"
+    assert all(0 <= value <= 100 for value in result["metrics"].values())
+    assert _checkpoint(tmp_path / "run" / "work" / "iter_4.pth")["decode_head.conv_seg.weight"].shape[0] == 19
+
+
+def test_cityscapes_root_without_labels_is_refused(tmp_path: Path, cityscapes_root: Path) -> None:
+    with pytest.raises(UserError, match=r"missing .*gtFine/val.*python -m prepare cityscapes"):
+        check_cityscapes(tmp_path)
+    root = tmp_path / "partial"
+    shutil.copytree(cityscapes_root, root)
+    label = root / "gtFine" / "val" / "frankfurt" / "frankfurt_000000_000020_gtFine_labelTrainIds.png"
+    label.unlink()
+    with pytest.raises(UserError, match=rf"1 val images have no label file: {label}"):
+        check_cityscapes(root)

@@ -32,7 +32,7 @@ def test_smoke_dry_run_lists_every_stage() -> None:
     assert counts == {"prepare_coco": "1", "prepare_voc": "1", "prepare_image_list": "1", "pretrain_run": "10",
                       "proposals_shard": "2", "region_trees_shard": "2", "shard_index": "2", "edge_model": "1",
                       "prepare_bsds500": "1", "convert_detectron2": "10", "convert_mmseg": "10",
-                      "voc_detection": "11", "voc_segmentation": "11", "table1": "1", "total": "64"}
+                      "detection_transfer": "11", "segmentation_transfer": "11", "table1": "1", "total": "64"}
 
 
 def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
@@ -88,7 +88,9 @@ def test_missing_dataset_root_names_the_fix() -> None:
 def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -> None:
     roots = {"coco": tmp_path / "coco", "voc": tmp_path / "VOCdevkit", "openimages": tmp_path / "openimages",
              "bsds500": tmp_path / "BSDS500", "tinyimagenet": tmp_path / "tiny-imagenet-200",
-             "stl10": tmp_path / "stl10"}
+             "stl10": tmp_path / "stl10", "davis": tmp_path / "DAVIS", "cityscapes": tmp_path / "cityscapes"}
+    few_shot_sets = ("eurosat", "cropdisease", "chestx", "isic", "sketch", "dtd", "omniglot")
+    roots |= {name: tmp_path / name for name in few_shot_sets}
     for root in roots.values():
         root.mkdir()
     for name in ("train-annotations-bbox.csv", "class-descriptions-boxable.csv"):
@@ -96,14 +98,26 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     (roots["coco"] / "annotations").mkdir()
     (roots["coco"] / "annotations" / "instances_train2017.json").touch()
     override = {"datasets": {name: {"root": str(root), "build": False} for name, root in roots.items()}}
-    result = snakemake("-n", "--config", "scale=paper", "--configfile", configfile(tmp_path, override), "--", "all")
+    result = snakemake("-n", "-p", "--config", "scale=paper", "--configfile", configfile(tmp_path, override), "--",
+                       "all")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     # Nothing is built at paper scale: the DAG starts from the real dataset roots.
     assert not re.search(r"^prepare_(coco|voc|bsds500|openimages)\s", out, re.M)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # 11 rows (random init + 10 methods) x 2 seeds (HoughCL: averaged over 2 trials) per protocol.
-    assert counts["voc_detection"] == "22" and counts["voc_segmentation"] == "22"
+    # 11 rows (random init + 10 methods) x 2 seeds (HoughCL: averaged over 2 trials) per protocol: 10 detection
+    # protocols (VOC C4/FPN/FPN frozen, COCO Mask R-CNN C4/FPN, mini-COCO 5/10 %, keypoints, RetinaNet and frozen).
+    # 5 segmentation protocols (VOC FCN and frozen, Cityscapes FCN and frozen, VOC frozen ASPP).
+    assert counts["detection_transfer"] == str(10 * 22) and counts["segmentation_transfer"] == str(5 * 22)
+    transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
+                               r".*?resources: ([^\n]*)", out, re.S))
+    assert len(transfer) == 220 and all("gpu=8" in r for r in transfer.values())
+    assert "runtime=1440" in transfer["coco_retinanet/densecl-coco-resnet50-800ep-s0/s1"]
+    assert "runtime=720" in transfer["voc_detection_fpn_frozen/random-resnet50/s0"]
+    # Frozen features, 11 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search.
+    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22)
+    shells = re.findall(r"python -m finetune detection --name (coco_mini5_instance_fpn) .*?--train-json (\S+)", out)
+    assert shells and all(path.endswith("instances_train2017_5pct.json") for _, path in shells)
     # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2).
     assert counts["pretrain_run"] == str(10 + 320) and counts["alignment_uniformity"] == "320"
     # 64 shards each of proposals and region trees, one edge model, two mini-COCO subsets.
@@ -171,3 +185,26 @@ def test_dataset_builders_without_shared_data_build_procedural_layouts(tmp_path:
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     assert counts == {"proposals_shard": "1", "shard_index": "1", "total": "2"}, out
     assert "shard-00001-of-00002" in out and "shard-00000-of-00002.npz" not in out.split("rule shard_index")[0]
+
+
+def test_imported_checkpoint_becomes_a_row_of_every_all_rows_protocol(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "resnet18-supervised.pth"
+    checkpoint.touch()
+    override = {"finetune": {"imported": {"supervised": {"checkpoint": str(checkpoint), "layout": "torchvision",
+                                                         "arch": "resnet18"}},
+                             "protocols": {"coco_keypoints": {"rows": ["supervised", "random"]}}}}
+    result = snakemake("-n", "-p", "--configfile", configfile(tmp_path, override), "--", "results/transfer.csv")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert counts["import_checkpoint"] == "1"
+    backbone = "results/imported/imported-supervised/backbone.pth"
+    assert f"--checkpoint {checkpoint} --layout torchvision --out {backbone}" in out
+    for protocol in ("voc_detection", "voc_segmentation", "coco_keypoints"):
+        assert f"results/finetune/{protocol}/imported-supervised/s0/metrics.json" in out, protocol
+    assert "results/finetune/coco_keypoints/random-resnet18/s0/metrics.json" in out
+    assert "results/finetune/coco_keypoints/densecl-coco-resnet18-smoke-s0/s0/metrics.json" not in out
+    bad = {"finetune": {"protocols": {"davis": {"rows": ["imagenet-supervised"]}}}}
+    result = snakemake("-n", "--configfile", configfile(tmp_path, bad), "--", "results/transfer.csv")
+    assert result.returncode != 0
+    assert "finetune.protocols.davis.rows: unknown rows ['imagenet-supervised']" in result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""VOC object detection transfer (Faster R-CNN C4, MoCo's protocol) on Detectron2."""
+"""Object detection transfer on Detectron2: VOC and COCO detectors, converters, compatibility patches."""
 
 from finetune.detection import compat
 

@@ -1,15 +1,16 @@
-"""`python -m finetune convert-d2` and `python -m finetune voc-detection`."""
+"""`python -m finetune convert-d2` and `python -m finetune detection`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from finetune.common import add_converter, add_protocol
 from finetune.detection import convert
 
 
-def _voc_detection(protocol_json: str, **kwargs: Any) -> None:
+def _detection(protocol_json: str, **kwargs: Any) -> None:
     # Imported here, so `python -m finetune` also starts in environments without Detectron2 (envs/mmseg.yml).
     from finetune.detection import train
 
@@ -20,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the detection subcommands to `python -m finetune`."""
     add_converter(subparsers, "convert-d2", "convert a torchvision ResNet backbone.pth to Detectron2 weights",
                   "output .pkl", convert.convert, "Detectron2 names")
-    add_protocol(subparsers, "voc-detection",
-                 "fine-tune Faster R-CNN C4 on VOC07+12, evaluate on VOC07 test (MoCo protocol)",
-                 section="voc_detection", archs=list(convert.DEPTHS), weights_help="convert-d2 .pkl",
-                 run=_voc_detection)
+    parser = add_protocol(
+        subparsers, "detection",
+        "fine-tune a Detectron2 detector (model and dataset from the protocol) and evaluate it",
+        archs=list(convert.DEPTHS), weights_help="convert-d2 .pkl", run=_detection,
+        data_help="VOCdevkit folder (VOC2007, VOC2012) or COCO folder (train2017, val2017, annotations), as the "
+        "protocol's dataset needs",
+    )
+    parser.add_argument("--train-json", type=Path, default=None,
+                        help="COCO train annotations replacing annotations/*_train2017.json (mini-COCO subsets)")

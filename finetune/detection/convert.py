@@ -11,22 +11,13 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any
 
 from core.errors import UserError
 from core.io import atomic_path
-from finetune.common import EXPORT_FIX, load_backbone
+from finetune.common import infer_arch, load_backbone
 
 # The torchvision ResNets Detectron2 builds, with their depth.
 DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
-# (blocks per stage, bottleneck?) -> architecture.
-_ARCHS = {
-    ((2, 2, 2, 2), False): "resnet18",
-    ((3, 4, 6, 3), False): "resnet34",
-    ((3, 4, 6, 3), True): "resnet50",
-    ((3, 4, 23, 3), True): "resnet101",
-    ((3, 8, 36, 3), True): "resnet152",
-}
 _RENAMES = (
     (re.compile(r"^(conv1|bn1)\."), r"stem.\1."),
     (re.compile(r"^layer(\d)\."), lambda m: f"res{int(m.group(1)) + 1}."),
@@ -41,21 +32,6 @@ def detectron2_name(key: str) -> str:
     for pattern, replacement in _RENAMES:
         key = pattern.sub(replacement, key)
     return key
-
-
-def infer_arch(state_dict: dict[str, Any]) -> str:
-    """The torchvision architecture whose layout `state_dict` has; UserError for any other layout."""
-    blocks = tuple(
-        len({key.split(".")[1] for key in state_dict if key.startswith(f"layer{stage}.")}) for stage in range(1, 5)
-    )
-    bottleneck = "layer1.0.conv3.weight" in state_dict
-    try:
-        return _ARCHS[blocks, bottleneck]
-    except KeyError:
-        raise UserError(
-            f"backbone has {blocks} blocks per stage ({'bottleneck' if bottleneck else 'basic'} blocks), which is not "
-            f"a ResNet Detectron2 can build ({', '.join(DEPTHS)}); {EXPORT_FIX}."
-        ) from None
 
 
 def convert(backbone: str | os.PathLike[str], out: str | os.PathLike[str]) -> str:

@@ -1,8 +1,10 @@
-"""Fine-tune Faster R-CNN C4 on VOC07+12 trainval and evaluate on VOC07 test (MoCo's protocol)."""
+"""Fine-tune a Detectron2 detector from a pretrained backbone and evaluate it: one launcher for
+every detection protocol (VOC Faster R-CNN C4/FPN, COCO Mask R-CNN C4/FPN, RetinaNet, Keypoint
+R-CNN, mini-COCO subsets, frozen-backbone variants). The protocol JSON picks the model and dataset."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import math
 from pathlib import Path
@@ -10,10 +12,9 @@ from typing import Any
 
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import DatasetCatalog
-from detectron2.data.datasets import register_pascal_voc
+from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer
-from detectron2.evaluation import PascalVOCDetectionEvaluator
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
@@ -22,12 +23,27 @@ from core.errors import UserError
 from core.io import write_json
 from core.provenance import config_hash, provenance
 from finetune.common import check_resumable, parse_protocol_json
-from finetune.detection import roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from finetune.detection import (
+    datasets,
+    roi_heads,  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+)
 from finetune.detection.convert import DEPTHS, read_arch
 
-CONFIG = Path(__file__).with_name("configs") / "voc_c4_bn.yaml"
+CONFIGS = Path(__file__).with_name("configs")
+# model -> the datasets it can be trained on (its config file is configs/<model>.yaml).
+MODELS = {
+    "faster_rcnn_c4": ("voc", "coco"),
+    "faster_rcnn_fpn": ("voc", "coco"),
+    "retinanet_fpn": ("voc", "coco"),
+    "mask_rcnn_c4": ("coco",),
+    "mask_rcnn_fpn": ("coco",),
+    "keypoint_rcnn_fpn": ("coco_keypoints",),
+}
 PROTOCOL_KEYS = frozenset(
     {
+        "model",
+        "dataset",
+        "frozen_backbone",
         "max_iter",
         "steps",
         "warmup_iters",
@@ -37,44 +53,42 @@ PROTOCOL_KEYS = frozenset(
         "max_size_train",
         "min_size_test",
         "max_size_test",
-        "rpn_pre_nms_topk_test",
-        "rpn_post_nms_topk_test",
-        "roi_batch_size_per_image",
+        "detections_per_image",
         "checkpoint_period",
         "precise_bn_iters",
     }
 )
-# (year, split) of MoCo's DATASETS: TRAIN voc_2007_trainval + voc_2012_trainval, TEST voc_2007_test.
-_TRAIN_SPLITS = ((2007, "trainval"), (2012, "trainval"))
-_TEST_SPLIT = (2007, "test")
-_METRICS = ("AP", "AP50", "AP75")
+# Proposal-based models only: RetinaNet has neither an RPN nor sampled RoIs.
+RCNN_KEYS = frozenset({"rpn_pre_nms_topk_test", "rpn_post_nms_topk_test", "roi_batch_size_per_image"})
+# Every norm the configs set to "BN"; all become SyncBN on several processes (MoCo's naiveSyncBN).
+_NORM_KEYS = (("RESNETS", "NORM"), ("FPN", "NORM"), ("ROI_BOX_HEAD", "NORM"), ("ROI_MASK_HEAD", "NORM"))
+# Detectron2's result task -> the metrics.json names (AP^b, AP^m, AP^kp of the papers' tables).
+_METRICS = {"bbox": "AP", "segm": "APm", "keypoints": "APkp"}
 
 logger = logging.getLogger(__name__)
 
 
 def parse_protocol(text: str) -> dict[str, Any]:
-    return parse_protocol_json(text, PROTOCOL_KEYS, "voc_detection")
-
-
-def register_voc(voc_root: Path) -> tuple[tuple[str, ...], str]:
-    """Register VOC07+12 trainval and VOC07 test of `voc_root`; return (train names, test name).
-
-    Names carry a hash of the root, so one process can hold datasets of several roots.
-    """
-    tag = hashlib.sha256(str(voc_root.resolve()).encode()).hexdigest()[:8]
-    names = {}
-    for year, split in (*_TRAIN_SPLITS, _TEST_SPLIT):
-        dirname = voc_root / f"VOC{year}"
-        image_set = dirname / "ImageSets" / "Main" / f"{split}.txt"
-        if not image_set.is_file():
-            raise UserError(
-                f"{image_set} is missing; --voc-root must be a VOCdevkit folder with VOC2007 and VOC2012 "
-                "(build one with `python -m prepare voc`)."
-            )
-        name = names[year, split] = f"densebench_voc_{year}_{split}_{tag}"
-        if name not in DatasetCatalog.list():
-            register_pascal_voc(name, str(dirname), split, year)
-    return tuple(names[key] for key in _TRAIN_SPLITS), names[_TEST_SPLIT]
+    """--protocol-json: the common keys, plus RCNN_KEYS for proposal-based models; UserError otherwise."""
+    try:
+        model = json.loads(text).get("model")
+    except (json.JSONDecodeError, AttributeError):
+        model = None  # parse_protocol_json reports the malformed JSON
+    keys = PROTOCOL_KEYS | (RCNN_KEYS if model != "retinanet_fpn" else frozenset())
+    protocol = parse_protocol_json(text, keys, "<detection protocol>")
+    if protocol["model"] not in MODELS:
+        raise UserError(f"unknown detection model {protocol['model']!r}; choose one of {sorted(MODELS)}.")
+    if protocol["dataset"] not in MODELS[protocol["model"]]:
+        raise UserError(
+            f"{protocol['model']} cannot train on dataset {protocol['dataset']!r}; "
+            f"it takes {list(MODELS[protocol['model']])}."
+        )
+    if protocol["frozen_backbone"] and protocol["model"].endswith("_c4"):
+        raise UserError(
+            "frozen_backbone needs an FPN model (C4 trains res5 inside its box head); LC-loss Table 4 freezes "
+            "Faster R-CNN FPN and RetinaNet backbones."
+        )
+    return protocol
 
 
 def build_cfg(
@@ -82,40 +96,49 @@ def build_cfg(
     *,
     arch: str,
     weights: str | None,
-    train_datasets: tuple[str, ...],
-    test_dataset: str,
+    data: datasets.Registered,
     seed: int,
     device: str,
     output_dir: Path,
 ) -> CfgNode:
-    """The frozen Detectron2 config: configs/voc_c4_bn.yaml plus the run's settings."""
+    """The frozen Detectron2 config: configs/<model>.yaml plus the run's settings."""
     cfg = get_cfg()
-    cfg.merge_from_file(str(CONFIG))
+    cfg.merge_from_file(str(CONFIGS / f"{protocol['model']}.yaml"))
     cfg.MODEL.RESNETS.DEPTH = DEPTHS[arch]
     if DEPTHS[arch] < 50:
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64  # BasicBlock ResNets are 64 wide at res2
-    # BN statistics must be synchronised across processes, as MoCo's naiveSyncBN; SyncBN fails single-process.
-    cfg.MODEL.RESNETS.NORM = "SyncBN" if comm.get_world_size() > 1 else "BN"
+    if comm.get_world_size() > 1:  # SyncBN fails single-process
+        for section, key in _NORM_KEYS:
+            if cfg.MODEL[section][key] == "BN":
+                cfg.MODEL[section][key] = "SyncBN"
+    if protocol["frozen_backbone"]:
+        # LC-loss Table 4: the pretrained ResNet frozen (stem + res2-res5, BN as FrozenBN), the rest trained.
+        cfg.MODEL.BACKBONE.FREEZE_AT = 5
+    if protocol["dataset"] != "coco_keypoints":  # keypoint_rcnn_fpn.yaml sets its single class
+        num_classes = len(MetadataCatalog.get(data.test).thing_classes)
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
     cfg.MODEL.WEIGHTS = weights or ""
     cfg.MODEL.DEVICE = device
-    cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = protocol["rpn_pre_nms_topk_test"]
-    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = protocol["rpn_post_nms_topk_test"]
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = protocol["roi_batch_size_per_image"]
-    cfg.DATASETS.TRAIN = train_datasets
-    cfg.DATASETS.TEST = (test_dataset,)
+    if protocol["model"] != "retinanet_fpn":
+        cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = protocol["rpn_pre_nms_topk_test"]
+        cfg.MODEL.RPN.POST_NMS_TOPK_TEST = protocol["rpn_post_nms_topk_test"]
+        cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = protocol["roi_batch_size_per_image"]
+    cfg.DATASETS.TRAIN = data.train
+    cfg.DATASETS.TEST = (data.test,)
     if device == "cpu":
         cfg.DATALOADER.NUM_WORKERS = 0  # augmentation in the seeded main process: same seed, same run
     cfg.INPUT.MIN_SIZE_TRAIN = tuple(protocol["min_size_train"])
     cfg.INPUT.MAX_SIZE_TRAIN = protocol["max_size_train"]
     cfg.INPUT.MIN_SIZE_TEST = protocol["min_size_test"]
     cfg.INPUT.MAX_SIZE_TEST = protocol["max_size_test"]
+    cfg.TEST.DETECTIONS_PER_IMAGE = protocol["detections_per_image"]
     cfg.SOLVER.MAX_ITER = protocol["max_iter"]
     cfg.SOLVER.STEPS = tuple(protocol["steps"])
     cfg.SOLVER.WARMUP_ITERS = protocol["warmup_iters"]
     cfg.SOLVER.BASE_LR = protocol["base_lr"]
     cfg.SOLVER.IMS_PER_BATCH = protocol["ims_per_batch"]
     cfg.SOLVER.CHECKPOINT_PERIOD = protocol["checkpoint_period"]
-    # Base-RCNN-C4-BN enables precise BN over Detectron2's default 200 batches; 0 turns it off.
+    # base_bn.yaml enables precise BN over Detectron2's default 200 batches; 0 turns it off.
     cfg.TEST.PRECISE_BN.ENABLED = protocol["precise_bn_iters"] > 0
     cfg.TEST.PRECISE_BN.NUM_ITER = protocol["precise_bn_iters"]
     cfg.SEED = seed
@@ -124,12 +147,30 @@ def build_cfg(
     return cfg
 
 
-class VOCTrainer(DefaultTrainer):
-    """DefaultTrainer evaluating with the PASCAL VOC metric (AP, AP50, AP75)."""
+class TransferTrainer(DefaultTrainer):
+    """DefaultTrainer evaluating with each dataset's own metric (VOC AP or COCO AP)."""
 
     @classmethod
-    def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> PascalVOCDetectionEvaluator:
-        return PascalVOCDetectionEvaluator(dataset_name)
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> DatasetEvaluator:
+        tasks = ("bbox",) + ("segm",) * cfg.MODEL.MASK_ON + ("keypoints",) * cfg.MODEL.KEYPOINT_ON
+        return datasets.build_evaluator(dataset_name, tasks, cfg.OUTPUT_DIR)
+
+
+def _metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """AP, AP50, AP75 of each task, under the names of _METRICS.
+
+    COCOEvaluator gives NaN for a task with no detection above the score threshold (a detector
+    fine-tuned for a few smoke iterations): that is an AP of 0.
+    """
+    metrics = {}
+    for task, prefix in _METRICS.items():
+        for suffix in ("", "50", "75"):
+            if task in results:
+                value = float(results[task][f"AP{suffix}"])
+                metrics[f"{prefix}{suffix}"] = 0.0 if math.isnan(value) else value
+    if any(math.isnan(float(results[task]["AP"])) for task in results):
+        logger.warning("no detections above the test score threshold for some task: its AP is reported as 0")
+    return metrics
 
 
 def _divergence(err: BaseException | None) -> FloatingPointError | None:
@@ -145,7 +186,9 @@ def _divergence(err: BaseException | None) -> FloatingPointError | None:
 
 def run(
     *,
-    voc_root: Path,
+    name: str,
+    data_root: Path,
+    train_json: Path | None,
     weights: Path | None,
     arch: str,
     protocol: dict[str, Any],
@@ -164,27 +207,20 @@ def run(
     torch.set_num_threads(threads)
     work_dir = out / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("detectron2", "finetune"):
-        setup_logger(str(work_dir), distributed_rank=comm.get_rank(), name=name)
+    for logger_name in ("detectron2", "finetune"):
+        setup_logger(str(work_dir), distributed_rank=comm.get_rank(), name=logger_name)
 
-    train_datasets, test_dataset = register_voc(voc_root)
+    data = datasets.register(protocol["dataset"], data_root, train_json)
     weights_str = None if weights is None else str(weights)
-    cfg = build_cfg(
-        protocol,
-        arch=arch,
-        weights=weights_str,
-        train_datasets=train_datasets,
-        test_dataset=test_dataset,
-        seed=seed,
-        device=device,
-        output_dir=work_dir,
-    )
+    cfg = build_cfg(protocol, arch=arch, weights=weights_str, data=data, seed=seed, device=device,
+                    output_dir=work_dir)
     run_key = config_hash(
-        {"protocol": protocol, "seed": seed, "weights": weights_str, "arch": arch, "voc": str(voc_root)}
+        {"protocol": protocol, "seed": seed, "weights": weights_str, "arch": arch, "data": str(data_root),
+         "train_json": None if train_json is None else str(train_json)}
     )
     check_resumable(work_dir, run_key, has_checkpoint=(work_dir / "last_checkpoint").is_file())
     seed_all_rng(seed)  # before building the model: its initialisation draws from the RNGs
-    trainer = VOCTrainer(cfg)
+    trainer = TransferTrainer(cfg)
     trainer.resume_or_load(resume=True)
     if trainer.start_iter > 0:
         logger.info("resuming from iteration %d", trainer.start_iter)
@@ -200,16 +236,19 @@ def run(
         ) from err
 
     # Set by DefaultTrainer's final EvalHook; train() returns it only when TEST.EXPECTED_RESULTS is set.
-    metrics = {key: float(trainer._last_eval_results["bbox"][key]) for key in _METRICS}
-    if not all(math.isfinite(value) for value in metrics.values()):
-        raise UserError(f"VOC evaluation gave non-finite metrics {metrics}; check the test annotations of {voc_root}.")
+    metrics = _metrics(trainer._last_eval_results)
+    if not metrics or not all(math.isfinite(value) for value in metrics.values()):
+        raise UserError(f"evaluation gave no finite metrics ({metrics}); check the test annotations under {data_root}.")
     summary = {
-        "protocol": "voc_detection",
+        "protocol": name,
+        "model": protocol["model"],
+        "dataset": protocol["dataset"],
+        "frozen_backbone": protocol["frozen_backbone"],
         "metrics": metrics,
         "weights": weights_str,
         "iterations": protocol["max_iter"],
         "provenance": provenance(protocol, seed),
     }
     write_json(out / "metrics.json", summary)
-    logger.info("VOC07 test: %s", ", ".join(f"{key} {value:.2f}" for key, value in metrics.items()))
+    logger.info("%s: %s", name, ", ".join(f"{key} {value:.2f}" for key, value in metrics.items()))
     return summary

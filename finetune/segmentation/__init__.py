@@ -1,1 +1,2 @@
-"""Semantic segmentation transfer: FCN on PASCAL VOC 2012 with mmsegmentation."""
+"""Semantic segmentation transfer with mmsegmentation: FCN / DeepLabV3-ASPP heads on VOC 2012 or Cityscapes,
+fine-tuned or on a frozen backbone (one launcher, `python -m finetune segmentation`)."""

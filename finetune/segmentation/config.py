@@ -1,25 +1,29 @@
-"""The mmengine Config for FCN semantic segmentation on PASCAL VOC 2012.
+"""The mmengine Config of one segmentation transfer run (FCN or DeepLabV3-ASPP, VOC or Cityscapes).
 
-Starting point: mmseg's `configs/fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py` (with
-`_base_/models/fcn_r50-d8.py`, `_base_/datasets/pascal_voc12.py`, `_base_/schedules/schedule_20k.py`,
-`_base_/default_runtime.py`). Values that differ, and why:
+Starting points, mmseg 1.2.2 configs (all with `_base_/default_runtime.py`):
+- FCN on VOC: `configs/fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py` (`_base_/models/fcn_r50-d8.py`,
+  `_base_/datasets/pascal_voc12_aug.py`, `_base_/schedules/schedule_20k.py`).
+- FCN on Cityscapes: `configs/fcn/fcn_r50-d8_4xb2-40k_cityscapes-769x769.py` (`_base_/datasets/
+  cityscapes_769x769.py`, `_base_/schedules/schedule_40k.py`; heads with align_corners=True, slide test
+  with 769 windows at stride 513).
+- ASPP: `configs/deeplabv3/deeplabv3_r50-d8_4xb4-20k_voc12aug-512x512.py` (`_base_/models/deeplabv3_r50-d8.py`:
+  ASPPHead channels 512, dilations (1, 12, 24, 36)); the protocol's schedule replaces PolyLR.
 
+Values that differ from those configs, and why:
 - backbone `ResNet` (torchvision layout, as mmseg's `fcn_r18b`/`fcn_r50b` configs) instead of
   `ResNetV1c`: our checkpoints are torchvision ResNets. Depth 18 or 50 from `--arch`; for ResNet-18
-  the heads follow mmseg's `fcn_r18b-d8`: FCN head in_channels 512 / channels 128, auxiliary head
-  in_channels 256 / channels 64.
+  the heads follow mmseg's `fcn_r18b-d8`/`deeplabv3_r18b-d8`: head channels 128, auxiliary head 64.
+- the backbone has `num_stages` up to the stage the head reads: a head on layer3 (Res4) drops layer4,
+  whose pretrained weights `Pretrained` then skips (it loads non-strictly).
+- a frozen backbone: `frozen_stages` = all stages (no gradients, BN in eval mode) and `norm_eval=True`,
+  so neither weights nor BN statistics change (LC-loss Table 4, hierarchical grouping Sec. 4.2).
 - norm `BN` instead of `SyncBN`: one process (SyncBN needs a distributed group).
 - pretrained weights through the backbone's `init_cfg` (`Pretrained`, prefix "backbone.") from
   `python -m finetune convert-mmseg`, or mmseg's default random init with `--weights none`.
-- train set `ImageSets/Segmentation/train.txt`, plus SBD's `aug.txt` / `SegmentationClassAug`
-  (mmseg's voc12aug ConcatDataset) when the protocol's `train_aug` is true: paper scale. The smoke
-  VOC root built from COCO has no SBD masks, so smoke runs train on train.txt alone.
-- crop size, iterations, batch size and learning rate from the protocol (mmseg: 512, 20k, 4 per
-  GPU x 4 GPUs, 0.01). The resize scale keeps mmseg's ratio to the crop, (4 * crop, crop) for
-  (2048, 512), for training and testing, so small crops also mean cheap evaluation.
-- PolyLR `eta_min` = base_lr / 100 (mmseg: 1e-4 for lr 0.01), so it stays below any base_lr.
-- no validation during training; mIoU, mAcc, aAcc are computed once by the test loop on
-  `ImageSets/Segmentation/val.txt` after training (also after resuming a finished run).
+- crop, resize scale, iterations, batch size, learning rate and schedule from the protocol.
+  PolyLR `eta_min` = base_lr / 100 (mmseg: 1e-4 for lr 0.01), so it stays below any base_lr.
+- no validation during training; mIoU, mAcc, aAcc are computed once by the test loop on the
+  dataset's val split after training (also after resuming a finished run).
 - `num_workers=0`: augmentation runs in the seeded main process (reproducible, and 2 shared CPUs).
 - checkpoints every `checkpoint_interval` iterations, keeping the last 2 (mmseg keeps all); log
   every 10 iterations (mmseg: 50) so short runs still report progress; `resume=True`.
@@ -29,114 +33,88 @@ Starting point: mmseg's `configs/fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py` (w
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmengine.config import Config
 
-from core.errors import UserError
-from finetune.common import abbreviate, parse_protocol_json
+from finetune.segmentation import datasets
 from finetune.segmentation.convert import DEPTHS, PREFIX
+from finetune.segmentation.protocol import SegmentationProtocol
 
-NUM_CLASSES = 21  # background + 20 VOC classes; 255 is void
-IMG_DIR = "JPEGImages"
-SEG_DIR = "SegmentationClass"
-TRAIN_SPLIT = "ImageSets/Segmentation/train.txt"
-VAL_SPLIT = "ImageSets/Segmentation/val.txt"
-# SBD's extra masks, as mmseg's voc12aug config adds them (tools/dataset_converters/voc_aug.py layout).
-AUG_SEG_DIR = "SegmentationClassAug"
-AUG_SPLIT = "ImageSets/Segmentation/aug.txt"
+# mmseg's "d8" ResNet: output stride 8, stages 3 and 4 dilated instead of strided.
+_DILATIONS = (1, 1, 2, 4)
+_STRIDES = (1, 2, 1, 1)
+ASPP_DILATIONS = (1, 12, 24, 36)  # mmseg deeplabv3_r50-d8 (DeepLabV3's rates 6/12/18 doubled for stride 8)
 
 
-@dataclass(frozen=True)
-class SegmentationProtocol:
-    """The finetune.voc_segmentation settings of workflow/config, without threads (given by --threads)."""
-
-    max_iters: int
-    batch_size: int
-    crop_size: int
-    base_lr: float
-    checkpoint_interval: int
-    train_aug: bool  # add SBD's aug.txt / SegmentationClassAug to train.txt ("train_aug2012")
-
-    @classmethod
-    def from_json(cls, text: str) -> SegmentationProtocol:
-        """Parse --protocol-json: a JSON object with exactly these fields; UserError otherwise."""
-        keys = frozenset(field.name for field in fields(cls))
-        return cls(**parse_protocol_json(text, keys, "voc_segmentation"))
-
-    def __post_init__(self) -> None:
-        for name, minimum in (("max_iters", 1), ("batch_size", 1), ("checkpoint_interval", 1), ("crop_size", 32)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:  # bool is an int subclass
-                raise UserError(f"protocol {name} must be an integer >= {minimum}, got {value!r}.")
-        if not isinstance(self.train_aug, bool):
-            raise UserError(f"protocol train_aug must be true or false, got {self.train_aug!r}.")
-        lr = self.base_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-            raise UserError(f"protocol base_lr must be a positive number, got {lr!r}.")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class _Widths(NamedTuple):
+    stages: tuple[int, int, int, int]  # output channels of layer1..layer4
+    channels: int  # decode head
+    aux_channels: int  # auxiliary head
 
 
-class _Heads(NamedTuple):
-    in_channels: int
-    channels: int
-    aux_in_channels: int
-    aux_channels: int
+# mmseg's fcn_r50-d8 / deeplabv3_r50-d8 and their r18(b) variants.
+_WIDTHS = {18: _Widths((64, 128, 256, 512), 128, 64), 50: _Widths((256, 512, 1024, 2048), 512, 256)}
 
 
-# mmseg's fcn_r50-d8 and fcn_r18b-d8 head widths.
-_HEADS = {18: _Heads(512, 128, 256, 64), 50: _Heads(2048, 512, 1024, 256)}
-
-
-def _fcn_head(
-    norm_cfg: dict[str, Any],
-    *,
-    in_channels: int,
-    in_index: int,
-    channels: int,
-    num_convs: int,
-    concat_input: bool,
-    loss_weight: float,
-) -> dict[str, Any]:
+def _head(kind: str, *, in_channels: int, in_index: int, channels: int, protocol: SegmentationProtocol,
+          norm_cfg: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    loss_weight = extra.pop("loss_weight", 1.0)
     return dict(
-        type="FCNHead",
+        type=kind,
         in_channels=in_channels,
         in_index=in_index,
         channels=channels,
-        num_convs=num_convs,
-        concat_input=concat_input,
         dropout_ratio=0.1,
-        num_classes=NUM_CLASSES,
+        num_classes=datasets.NUM_CLASSES[protocol.dataset],
         norm_cfg=norm_cfg,
-        align_corners=False,
+        align_corners=protocol.align_corners,
         loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=loss_weight),
+        **extra,
     )
 
 
-def _model(arch: str, weights: Path | None, crop: int) -> dict[str, Any]:
-    depth = DEPTHS[arch]
-    heads = _HEADS[depth]
-    norm_cfg = dict(type="BN", requires_grad=True)
+def _backbone(depth: int, weights: Path | None, protocol: SegmentationProtocol, norm_cfg: dict[str, Any]
+              ) -> dict[str, Any]:
+    stages = protocol.head_stage + 1
     backbone = dict(
         type="ResNet",
         depth=depth,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        dilations=(1, 1, 2, 4),
-        strides=(1, 2, 1, 1),
+        num_stages=stages,
+        out_indices=tuple(range(stages)),
+        dilations=_DILATIONS[:stages],
+        strides=_STRIDES[:stages],
         norm_cfg=norm_cfg,
-        norm_eval=False,
+        # mmseg's ResNet.train() re-applies both after every model.train(): frozen stages stay in eval mode.
+        frozen_stages=stages if protocol.frozen_backbone else -1,
+        norm_eval=protocol.frozen_backbone,
         style="pytorch",
         contract_dilation=True,
     )
     if weights is not None:
         backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(weights), prefix=PREFIX)
-    return dict(
+    return backbone
+
+
+def build_model(arch: str, weights: Path | None, protocol: SegmentationProtocol) -> dict[str, Any]:
+    """The EncoderDecoder config: d8 ResNet, FCN or ASPP decode head, optional FCN auxiliary head."""
+    depth = DEPTHS[arch]
+    widths = _WIDTHS[depth]
+    norm_cfg = dict(type="BN", requires_grad=True)
+    index = protocol.head_stage
+    common = dict(in_channels=widths.stages[index], in_index=index, channels=widths.channels, protocol=protocol,
+                  norm_cfg=norm_cfg)
+    if protocol.head == "fcn":
+        decode_head = _head("FCNHead", num_convs=2, concat_input=True, **common)
+    else:
+        decode_head = _head("ASPPHead", dilations=ASPP_DILATIONS, **common)
+    crop = (protocol.crop_size, protocol.crop_size)
+    if protocol.slide_stride is None:
+        test_cfg = dict(mode="whole")
+    else:
+        test_cfg = dict(mode="slide", crop_size=crop, stride=(protocol.slide_stride, protocol.slide_stride))
+    model = dict(
         type="EncoderDecoder",
         data_preprocessor=dict(
             type="SegDataPreProcessor",
@@ -145,61 +123,26 @@ def _model(arch: str, weights: Path | None, crop: int) -> dict[str, Any]:
             bgr_to_rgb=True,
             pad_val=0,
             seg_pad_val=255,
-            size=(crop, crop),
+            size=crop,
         ),
-        backbone=backbone,
-        decode_head=_fcn_head(
-            norm_cfg,
-            in_channels=heads.in_channels,
-            in_index=3,
-            channels=heads.channels,
-            num_convs=2,
-            concat_input=True,
-            loss_weight=1.0,
-        ),
-        auxiliary_head=_fcn_head(
-            norm_cfg,
-            in_channels=heads.aux_in_channels,
-            in_index=2,
-            channels=heads.aux_channels,
-            num_convs=1,
-            concat_input=False,
-            loss_weight=0.4,
-        ),
+        backbone=_backbone(depth, weights, protocol, norm_cfg),
+        decode_head=decode_head,
         train_cfg=dict(),
-        test_cfg=dict(mode="whole"),
+        test_cfg=test_cfg,
     )
+    if protocol.auxiliary_head:
+        model["auxiliary_head"] = _head(
+            "FCNHead", in_channels=widths.stages[index - 1], in_index=index - 1, channels=widths.aux_channels,
+            protocol=protocol, norm_cfg=norm_cfg, num_convs=1, concat_input=False, loss_weight=0.4,
+        )
+    return model
 
 
-def _dataset(voc2012: Path, split: str, seg_dir: str, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
-    return dict(
-        type="PascalVOCDataset",
-        data_root=str(voc2012),
-        data_prefix=dict(img_path=IMG_DIR, seg_map_path=seg_dir),
-        ann_file=split,
-        pipeline=pipeline,
-    )
-
-
-def _train_dataset(voc2012: Path, train_aug: bool, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
-    train = _dataset(voc2012, TRAIN_SPLIT, SEG_DIR, pipeline)
-    if not train_aug:
-        return train
-    # mmseg's pascal_voc12_aug.py: ConcatDataset of train.txt and SBD's aug.txt.
-    return dict(type="ConcatDataset", datasets=[train, _dataset(voc2012, AUG_SPLIT, AUG_SEG_DIR, pipeline)])
-
-
-def _dataloader(dataset: dict[str, Any], **loader: Any) -> dict[str, Any]:
-    return dict(num_workers=0, persistent_workers=False, dataset=dataset, **loader)
-
-
-def build_config(
-    *, voc2012: Path, weights: Path | None, arch: str, protocol: SegmentationProtocol, seed: int, work_dir: Path
-) -> Config:
-    """The Runner config of one FCN fine-tuning run on `voc2012` (a VOCdevkit/VOC2012 folder)."""
+def _pipelines(protocol: SegmentationProtocol) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """mmseg's train and test pipelines of pascal_voc12.py / cityscapes_769x769.py with the protocol's sizes."""
     crop = (protocol.crop_size, protocol.crop_size)
-    scale = (4 * protocol.crop_size, protocol.crop_size)
-    train_pipeline = [
+    scale = tuple(protocol.resize_scale)
+    train = [
         dict(type="LoadImageFromFile"),
         dict(type="LoadAnnotations"),
         dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
@@ -208,24 +151,43 @@ def build_config(
         dict(type="PhotoMetricDistortion"),
         dict(type="PackSegInputs"),
     ]
-    test_pipeline = [
+    test = [
         dict(type="LoadImageFromFile"),
         dict(type="Resize", scale=scale, keep_ratio=True),
         dict(type="LoadAnnotations"),  # after Resize: the metric compares at the original size
         dict(type="PackSegInputs"),
     ]
+    return train, test
+
+
+def _schedule(protocol: SegmentationProtocol) -> dict[str, Any]:
+    end = dict(begin=0, end=protocol.max_iters, by_epoch=False)
+    if protocol.lr_steps:  # hierarchical grouping Sec. 4.2: "decays by 0.1 at 10K and 15K iterations"
+        return dict(type="MultiStepLR", milestones=list(protocol.lr_steps), gamma=0.1, **end)
+    return dict(type="PolyLR", eta_min=protocol.base_lr / 100, power=0.9, **end)
+
+
+def _dataloader(dataset: dict[str, Any], **loader: Any) -> dict[str, Any]:
+    return dict(num_workers=0, persistent_workers=False, dataset=dataset, **loader)
+
+
+def build_config(
+    *, data_dir: Path, weights: Path | None, arch: str, protocol: SegmentationProtocol, seed: int, work_dir: Path
+) -> Config:
+    """The Runner config of one run; `data_dir` is what `datasets.check_root` returned for the protocol."""
+    train_pipeline, test_pipeline = _pipelines(protocol)
     return Config(
         dict(
             default_scope="mmseg",
             work_dir=str(work_dir),
-            model=_model(arch, weights, protocol.crop_size),
+            model=build_model(arch, weights, protocol),
             train_dataloader=_dataloader(
-                _train_dataset(voc2012, protocol.train_aug, train_pipeline),
+                datasets.train_dataset(protocol.dataset, data_dir, protocol.train_aug, train_pipeline),
                 batch_size=protocol.batch_size,
                 sampler=dict(type="InfiniteSampler", shuffle=True),
             ),
             test_dataloader=_dataloader(
-                _dataset(voc2012, VAL_SPLIT, SEG_DIR, test_pipeline),
+                datasets.eval_dataset(protocol.dataset, data_dir, test_pipeline),
                 batch_size=1,
                 sampler=dict(type="DefaultSampler", shuffle=False),
             ),
@@ -234,19 +196,11 @@ def build_config(
             test_cfg=dict(type="TestLoop"),
             optim_wrapper=dict(
                 type="OptimWrapper",
+                # mmseg schedules and hierarchical grouping Sec. 4.2 alike: momentum 0.9, weight decay 5e-4.
                 optimizer=dict(type="SGD", lr=protocol.base_lr, momentum=0.9, weight_decay=0.0005),
                 clip_grad=None,
             ),
-            param_scheduler=[
-                dict(
-                    type="PolyLR",
-                    eta_min=protocol.base_lr / 100,
-                    power=0.9,
-                    begin=0,
-                    end=protocol.max_iters,
-                    by_epoch=False,
-                )
-            ],
+            param_scheduler=[_schedule(protocol)],
             default_hooks=dict(
                 timer=dict(type="IterTimerHook"),
                 logger=dict(type="LoggerHook", interval=10, log_metric_by_epoch=False),
@@ -270,33 +224,3 @@ def build_config(
             resume=True,
         )
     )
-
-
-def check_voc2012(voc_root: Path, train_aug: bool = False) -> Path:
-    """The VOC2012 folder of the VOCdevkit `voc_root`; UserError listing what is missing."""
-    voc2012 = voc_root / "VOC2012"
-    expected = [voc2012 / IMG_DIR, voc2012 / SEG_DIR, voc2012 / TRAIN_SPLIT, voc2012 / VAL_SPLIT]
-    if train_aug:
-        expected += [voc2012 / AUG_SEG_DIR, voc2012 / AUG_SPLIT]
-    if missing := [str(path) for path in expected if not path.exists()]:
-        raise UserError(
-            f"{voc_root} is not a VOCdevkit folder with the VOC2012 segmentation layout: missing {', '.join(missing)} "
-            f"(expected {', '.join(map(str, expected))}); build it with `python -m prepare voc` or fix --voc-root."
-        )
-    splits = [(TRAIN_SPLIT, SEG_DIR), (VAL_SPLIT, SEG_DIR)] + ([(AUG_SPLIT, AUG_SEG_DIR)] if train_aug else [])
-    for split, seg_dir in splits:
-        ids = (voc2012 / split).read_text().split()
-        if not ids:
-            raise UserError(f"{voc2012 / split} lists no images; rebuild the VOC root with `python -m prepare voc`.")
-        absent = [
-            str(path)
-            for image_id in ids
-            for path in (voc2012 / IMG_DIR / f"{image_id}.jpg", voc2012 / seg_dir / f"{image_id}.png")
-            if not path.is_file()
-        ]
-        if absent:
-            raise UserError(
-                f"{voc2012 / split} lists images whose files are missing: {abbreviate(absent)}; "
-                "rebuild the VOC root with `python -m prepare voc`."
-            )
-    return voc2012

@@ -1,4 +1,5 @@
-"""Fine-tune FCN on VOC 2012 train with mmseg's Runner and evaluate mIoU on VOC 2012 val."""
+"""Train a segmentation protocol with mmseg's Runner and evaluate mIoU on its val split: one launcher
+for FCN / DeepLabV3-ASPP on VOC 2012 or Cityscapes, fine-tuned or on a frozen backbone."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ from unittest import mock
 
 import torch
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from core.errors import UserError
 from core.io import write_json
 from core.provenance import config_hash, provenance
-from finetune.common import check_resumable
+from finetune.common import abbreviate, check_resumable
 from finetune.segmentation.compat import ensure_mmcv_ops
-from finetune.segmentation.config import SegmentationProtocol, build_config, check_voc2012
+from finetune.segmentation.config import build_config
 from finetune.segmentation.convert import read_arch
+from finetune.segmentation.datasets import check_root
+from finetune.segmentation.protocol import SegmentationProtocol
 
 METRICS = ("mIoU", "mAcc", "aAcc")
 
@@ -39,6 +43,25 @@ class FiniteLossHook(Hook):
                 f"the loss became {loss} at iteration {runner.iter + 1}; lower base_lr in the protocol "
                 f"(now {self.base_lr}), then delete {self.work_dir} and rerun."
             )
+
+
+class FrozenBackboneHook(Hook):
+    """Fail the run if a frozen backbone changed: every parameter and buffer (BN statistics included)
+    must end training bit-identical to how it started, or the frozen-backbone numbers mean nothing."""
+
+    @staticmethod
+    def _backbone(runner: Runner) -> torch.nn.Module:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model  # DDP on several GPUs
+        return model.backbone
+
+    def before_train(self, runner: Runner) -> None:
+        self.start = {key: value.detach().clone() for key, value in self._backbone(runner).state_dict().items()}
+
+    def after_train(self, runner: Runner) -> None:
+        end = self._backbone(runner).state_dict()
+        if changed := sorted(key for key, value in self.start.items() if not torch.equal(value, end[key])):
+            raise RuntimeError(f"the frozen backbone changed during training: {abbreviate(changed)}")
+        runner.logger.info(f"frozen backbone unchanged: {len(end)} tensors bit-identical")
 
 
 class _Runner(Runner):
@@ -65,17 +88,21 @@ def _check_device(device: str) -> None:
 
 def run(
     *,
-    voc_root: Path,
+    data_root: Path,
     weights: Path | None,
     arch: str,
+    name: str,
     protocol: SegmentationProtocol,
     seed: int,
     threads: int,
     device: str,
     out: Path,
 ) -> dict[str, Any]:
-    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds."""
-    voc2012 = check_voc2012(voc_root, protocol.train_aug)
+    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds.
+
+    `name` is the protocol's config section, recorded as metrics.json's "protocol".
+    """
+    data_dir = check_root(protocol.dataset, data_root, protocol.train_aug)
     _check_device(device)
     if weights is not None and (weights_arch := read_arch(weights)) != arch:
         raise UserError(f"{weights} holds a {weights_arch} backbone but --arch is {arch}; pass --arch {weights_arch}.")
@@ -85,12 +112,14 @@ def run(
     work_dir = out / "work"
     weights_str = None if weights is None else str(weights)
     run_key = config_hash(
-        {"protocol": protocol.as_dict(), "seed": seed, "weights": weights_str, "arch": arch, "voc": str(voc_root)}
+        {"protocol": protocol.as_dict(), "seed": seed, "weights": weights_str, "arch": arch, "data": str(data_root)}
     )
     check_resumable(work_dir, run_key, has_checkpoint=find_latest_checkpoint(str(work_dir)) is not None)
-    cfg = build_config(voc2012=voc2012, weights=weights, arch=arch, protocol=protocol, seed=seed, work_dir=work_dir)
+    cfg = build_config(data_dir=data_dir, weights=weights, arch=arch, protocol=protocol, seed=seed, work_dir=work_dir)
     runner = _Runner.from_cfg(cfg)
     runner.register_hook(FiniteLossHook(protocol.base_lr, work_dir))
+    if protocol.frozen_backbone:
+        runner.register_hook(FrozenBackboneHook())
     latest = find_latest_checkpoint(str(work_dir))
     runner.logger.info(f"resuming from {latest}" if latest else "no checkpoint in the work dir: training from scratch")
     runner.train()
@@ -98,14 +127,15 @@ def run(
 
     metrics = {key: round(float(results[key]), 2) for key in METRICS}  # mmseg rounds in float32: drop the noise
     if not all(math.isfinite(value) for value in metrics.values()):
-        raise UserError(f"VOC evaluation gave non-finite metrics {metrics}; check the val masks of {voc2012}.")
+        raise UserError(f"{name}: evaluation gave non-finite metrics {metrics}; check the val masks of {data_dir}.")
     summary = {
-        "protocol": "voc_segmentation",
+        "protocol": name,
         "metrics": metrics,
         "weights": weights_str,
         "iterations": protocol.max_iters,
         "provenance": provenance(protocol.as_dict(), seed),
     }
     write_json(out / "metrics.json", summary)
-    runner.logger.info("VOC12 val: " + ", ".join(f"{key} {value:.2f}" for key, value in metrics.items()))
+    scores = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items())
+    runner.logger.info(f"{name} ({protocol.dataset} val): {scores}")
     return summary

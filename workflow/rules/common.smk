@@ -1,6 +1,7 @@
 # Configuration and target lists: the only place that turns the config into file names.
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -49,8 +50,24 @@ def image_set(name, where="image set"):
 AU_SWEEP = PRE["sweeps"].get("alignment_uniformity")
 _used_sets = {PRE["data"]: "pretrain.data"}
 _used_sets.update({name: "pretrain.sweeps.alignment_uniformity.datasets" for name in (AU_SWEEP or {}).get("datasets", {})})
+
+
+def protocol_data(protocol):
+    """The `datasets` entry a transfer protocol reads."""
+    spec = config["finetune"]["protocols"][protocol]
+    if spec["task"] == "detection":
+        return "voc" if spec["dataset"] == "voc" else "coco"  # COCO instances and keypoints share a root
+    if spec["task"] == "segmentation":
+        return spec["dataset"]  # voc or cityscapes
+    if spec["data"] not in config["datasets"]:
+        raise WorkflowError(f"finetune.protocols.{protocol}.data: '{spec['data']}' has no entry under `datasets`; "
+                            f"add datasets.{spec['data']}: {{root: ..., build: false}}.")
+    return spec["data"]
+
+
 _used_datasets = ["coco", "voc", "openimages", "bsds500"]
 _used_datasets += sorted({image_set(n, w)["dataset"] for n, w in _used_sets.items()} - set(_used_datasets))
+_used_datasets += sorted({protocol_data(p) for p in config["finetune"]["protocols"]} - set(_used_datasets))
 
 # External dataset roots (not built by the prepare stage) must exist before any job is planned.
 for _name in _used_datasets:
@@ -111,20 +128,71 @@ def sweep_members(sweep):
     return members
 
 
-# Table rows in config order: random init first, then one per pretraining method on
-# pretrain.data. Each row is finetuned once per seed in `seeds` (the papers' independent trials).
+# Table rows in config order: random init first, then one per pretraining method on pretrain.data,
+# then each imported published checkpoint. Each protocol finetunes its rows once per seed in `seeds`
+# (the papers' independent trials).
+FT = config["finetune"]
 RANDOM_RUN = f"random-{ARCH}"
 TABLE_RUNS = dict(_table_run(m) for m in PRE["methods"])
+IMPORTED_RUNS = {f"imported-{label}": {"label": label, **spec} for label, spec in FT["imported"].items()}
 SWEEP_RUNS = sweep_members(AU_SWEEP) if AU_SWEEP else {}
 PRETRAIN_RUNS = {**TABLE_RUNS, **SWEEP_RUNS}
-TABLE_ROWS = [("random init", RANDOM_RUN)] + [(spec["method"], run) for run, spec in TABLE_RUNS.items()]
-FINETUNE_RUNS = [RANDOM_RUN, *TABLE_RUNS]
-PROTOCOLS = ("voc_detection", "voc_segmentation")
+TABLE_ROWS = ([("random init", RANDOM_RUN)] + [(spec["method"], run) for run, spec in TABLE_RUNS.items()]
+              + [(spec["label"], run) for run, spec in IMPORTED_RUNS.items()])
+FINETUNE_RUNS = [run for _, run in TABLE_ROWS]
+# Row labels a protocol's `rows` may name.
+ROW_LABELS = {"random": RANDOM_RUN, **{label: run for label, run in TABLE_ROWS[1:]}}
+PROTOCOLS = FT["protocols"]
+# Keys the DAG reads; every other key of a protocol is its launcher's --protocol-json.
+DAG_KEYS = ("task", "rows", "threads", "train_subset", "data", "layout")
+TABLE1_PROTOCOLS = ("voc_detection", "voc_segmentation")
+
+
+def protocol_runs(protocol):
+    """The runs (table rows) finetuned with `protocol`."""
+    rows = PROTOCOLS[protocol]["rows"]
+    if rows == "all":
+        return FINETUNE_RUNS
+    unknown = [label for label in rows if label not in ROW_LABELS]
+    if unknown:
+        raise WorkflowError(f"finetune.protocols.{protocol}.rows: unknown rows {unknown}; use `all` or labels among "
+                            f"{', '.join(ROW_LABELS)}.")
+    return [ROW_LABELS[label] for label in rows]
+
+
+def protocols_of(task):
+    return [name for name, spec in PROTOCOLS.items() if spec["task"] == task]
+
+
+def one_of(names):
+    """A wildcard regex matching exactly `names` (none: matches nothing)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+def protocol_json(protocol):
+    return json.dumps({k: v for k, v in PROTOCOLS[protocol].items() if k not in DAG_KEYS})
+
+
+for _protocol in TABLE1_PROTOCOLS:
+    if _protocol not in PROTOCOLS:
+        raise WorkflowError(f"finetune.protocols.{_protocol} is missing; table 1 reads it.")
+TRANSFER_JOBS = [(p, run) for p in PROTOCOLS for run in protocol_runs(p)]
 
 
 def run_arch(wildcards):
-    """The backbone of a finetune run: its pretraining run's, or pretrain.arch for random init."""
-    return ARCH if wildcards.run == RANDOM_RUN else pretrain_run(wildcards)["cfg"]["arch"]
+    """The backbone of a finetune run: its pretraining run's, an import's, or pretrain.arch for random init."""
+    if wildcards.run == RANDOM_RUN:
+        return ARCH
+    if wildcards.run in IMPORTED_RUNS:
+        return IMPORTED_RUNS[wildcards.run]["arch"]
+    return pretrain_run(wildcards)["cfg"]["arch"]
+
+
+def backbone_file(wildcards):
+    """backbone.pth of a run: the pretrain stage's export, or the imported published checkpoint."""
+    if wildcards.run in IMPORTED_RUNS:
+        return f"{RESULTS}/imported/{wildcards.run}/backbone.pth"
+    return f"{RESULTS}/pretrain/{wildcards.run}/backbone.pth"
 
 
 def pretrain_run(wildcards):
@@ -146,6 +214,30 @@ def resources_for(section, threads):
     if "slurm_partition" in res:
         out["slurm_partition"] = res["slurm_partition"]
     return out
+
+
+def transfer_resources(*tasks):
+    """Resources for the jobs of `tasks`, per protocol (resources.<protocol>, else resources.<its task>)."""
+
+    def of(protocol):
+        section = protocol if protocol in config["resources"] else PROTOCOLS[protocol]["task"]
+        return resources_for(section, PROTOCOLS[protocol]["threads"])
+
+    keys = {key for task in tasks for protocol in protocols_of(task) for key in of(protocol)} or {"mem_mb", "runtime"}
+    return {key: (lambda wc, key=key: of(wc.protocol).get(key, 0)) for key in sorted(keys)}
+
+
+FROZEN_EVAL_TASKS = ("linear_eval", "few_shot", "davis", "segment_search")
+
+
+def frozen_eval_args(wildcards):
+    """The classification commands' own arguments: the dataset layout and the device."""
+    spec = PROTOCOLS[wildcards.protocol]
+    return f"--layout {spec['layout']} --device {config['device']}" if "layout" in spec else ""
+
+
+def protocol_threads(wildcards):
+    return PROTOCOLS[wildcards.protocol]["threads"]
 
 
 def pretrain_inputs(wildcards):
@@ -185,8 +277,24 @@ def openimages_mini_files():
     return [f"{out}/image_ids.txt", f"{out}/instances_openimages_mini.json", f"{out}/stats.json"]
 
 
+def coco_subset_file(percent):
+    if percent not in PREP["coco_subsets"]["percents"]:
+        raise WorkflowError(f"train_subset {percent}: add {percent} to prepare.coco_subsets.percents.")
+    return f"{RESULTS}/prepare/coco_subsets/instances_train2017_{percent}pct.json"
+
+
 def coco_subset_files():
-    return [f"{RESULTS}/prepare/coco_subsets/instances_train2017_{pct}pct.json" for pct in PREP["coco_subsets"]["percents"]]
+    return [coco_subset_file(pct) for pct in PREP["coco_subsets"]["percents"]]
+
+
+def detection_inputs(wildcards):
+    """Dataset, converted weights and (mini-COCO) the train subset of a detection job."""
+    spec = PROTOCOLS[wildcards.protocol]
+    inputs = {"dataset": dataset_manifest(protocol_data(wildcards.protocol)),
+              "weights": pretrained_weights("detection")(wildcards)}
+    if "train_subset" in spec:
+        inputs["train_json"] = coco_subset_file(spec["train_subset"])
+    return inputs
 
 
 def bsds_eval_files():
@@ -226,11 +334,11 @@ def pretrain_targets():
 
 
 def finetune_targets():
-    return [finetune_metrics(p, run, s) for p in PROTOCOLS for run in FINETUNE_RUNS for s in SEEDS]
+    return [finetune_metrics(p, run, s) for p, run in TRANSFER_JOBS for s in SEEDS]
 
 
 def table_targets():
-    return [f"{RESULTS}/table1.csv", f"{RESULTS}/table1.md", f"{RESULTS}/table2.csv", f"{RESULTS}/table2.md"]
+    return [f"{RESULTS}/{name}.{ext}" for name in ("table1", "table2", "transfer") for ext in ("csv", "md")]
 
 
 def image_lists_used():
@@ -257,9 +365,12 @@ def benchmark_files():
     files += [f"{RESULTS}/benchmarks/alignment_uniformity/{run}.tsv" for run in SWEEP_RUNS]
     if SWEEP_RUNS:
         files.append(f"{RESULTS}/benchmarks/sweep_table.tsv")
-    files += [f"{RESULTS}/benchmarks/convert/{run}-{fmt}.tsv" for run in TABLE_RUNS for fmt in ("d2", "mmseg")]
-    files += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p in PROTOCOLS for run in FINETUNE_RUNS for s in SEEDS]
-    return [*files, f"{RESULTS}/benchmarks/table1.tsv"]
+    files += [f"{RESULTS}/benchmarks/import/{run}.tsv" for run in IMPORTED_RUNS]
+    converted = sorted({(run, WEIGHTS_FORMAT[PROTOCOLS[p]["task"]]) for p, run in TRANSFER_JOBS
+                        if run != RANDOM_RUN and PROTOCOLS[p]["task"] in WEIGHTS_FORMAT})
+    files += [f"{RESULTS}/benchmarks/convert/{run}-{fmt}.tsv" for run, fmt in converted]
+    files += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p, run in TRANSFER_JOBS for s in SEEDS]
+    return [*files, f"{RESULTS}/benchmarks/table1.tsv", f"{RESULTS}/benchmarks/transfer_table.tsv"]
 
 
 def analysis_targets():
@@ -267,13 +378,19 @@ def analysis_targets():
             *sweep_table_files()]
 
 
-def pretrained_weights(fmt):
-    """The converted checkpoint of a run, or nothing for random init."""
+# The weights file each framework's transfer task reads (written by the convert_* rules); the
+# frozen-feature evaluations read backbone.pth itself.
+WEIGHTS_FORMAT = {"detection": "d2", "segmentation": "mmseg"}
+WEIGHTS_FILE = {"d2": "d2.pkl", "mmseg": "mmseg.pth"}
+
+
+def pretrained_weights(task):
+    """The converted checkpoint of a run for `task`, or nothing for random init."""
 
     def weights(wildcards):
         if wildcards.run == RANDOM_RUN:
             return []
-        return [f"{RESULTS}/finetune/weights/{wildcards.run}/{fmt}"]
+        return [f"{RESULTS}/finetune/weights/{wildcards.run}/{WEIGHTS_FILE[WEIGHTS_FORMAT[task]]}"]
 
     return weights
 
@@ -283,19 +400,34 @@ def weights_arg(wildcards, input):
     return input.weights[0] if input.weights else "none"
 
 
+def run_meta(run):
+    """meta.json of a row: the pretraining run's, an import's, or none for random init."""
+    if run == RANDOM_RUN:
+        return None
+    return f"{RESULTS}/imported/{run}/meta.json" if run in IMPORTED_RUNS else f"{RESULTS}/pretrain/{run}/meta.json"
+
+
 def table1_spec():
-    """Rows of table 1 with the files each reads; passed to `python -m analysis table1`."""
-    rows = []
-    for label, run in TABLE_ROWS:
-        rows.append(
-            {
-                "label": label,
-                "run": run,
-                "meta": None if run == RANDOM_RUN else f"{RESULTS}/pretrain/{run}/meta.json",
-                "metrics": {p: [finetune_metrics(p, run, s) for s in SEEDS] for p in PROTOCOLS},
-            }
-        )
-    return rows
+    """Rows of table 1 (those finetuned with every table-1 protocol) with the files each reads; passed to
+    `python -m analysis table1`."""
+    runs = set.intersection(*(set(protocol_runs(p)) for p in TABLE1_PROTOCOLS))
+    return [
+        {
+            "label": label,
+            "run": run,
+            "meta": run_meta(run),
+            "metrics": {p: [finetune_metrics(p, run, s) for s in SEEDS] for p in TABLE1_PROTOCOLS},
+        }
+        for label, run in TABLE_ROWS
+        if run in runs
+    ]
+
+
+def transfer_spec():
+    """Every (protocol, row) with its per-seed metrics files; passed to `python -m analysis transfer-table`."""
+    labels = {run: label for label, run in TABLE_ROWS}
+    return [{"protocol": p, "task": PROTOCOLS[p]["task"], "label": labels[run], "run": run,
+             "metrics": [finetune_metrics(p, run, s) for s in SEEDS]} for p, run in TRANSFER_JOBS]
 
 
 def table1_inputs(wildcards):

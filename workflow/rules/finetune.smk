@@ -1,11 +1,33 @@
-# Stage finetune: convert each backbone, then train and evaluate each transfer protocol.
+# Stage finetune: import published checkpoints, convert each backbone, then train and evaluate
+# every transfer protocol of finetune.protocols (one rule per launcher; the protocol is a wildcard).
+
+
+rule import_checkpoint:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        lambda wc: IMPORTED_RUNS[wc.run]["checkpoint"],
+    output:
+        backbone=f"{RESULTS}/imported/{{run}}/backbone.pth",
+        meta=f"{RESULTS}/imported/{{run}}/meta.json",
+    params:
+        layout=lambda wc: IMPORTED_RUNS[wc.run]["layout"],
+    wildcard_constraints:
+        run=one_of(IMPORTED_RUNS),
+    log:
+        f"{RESULTS}/logs/import/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import/{{run}}.tsv"
+    shell:
+        "python -m finetune import-checkpoint --checkpoint {input:q} --layout {params.layout}"
+        " --out {output.backbone:q} > {log:q} 2>&1"
 
 
 rule convert_detectron2:
     conda:
         "../../envs/detectron2.yml"
     input:
-        f"{RESULTS}/pretrain/{{run}}/backbone.pth",
+        backbone_file,
     output:
         f"{RESULTS}/finetune/weights/{{run}}/d2.pkl",
     log:
@@ -20,7 +42,7 @@ rule convert_mmseg:
     conda:
         "../../envs/mmseg.yml"
     input:
-        f"{RESULTS}/pretrain/{{run}}/backbone.pth",
+        backbone_file,
     output:
         f"{RESULTS}/finetune/weights/{{run}}/mmseg.pth",
     log:
@@ -31,57 +53,94 @@ rule convert_mmseg:
         "python -m finetune convert-mmseg --backbone {input:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule voc_detection:
+rule detection_transfer:
     conda:
         "../../envs/detectron2.yml"
     input:
-        dataset=dataset_manifest("voc"),
-        weights=pretrained_weights("d2.pkl"),
+        unpack(detection_inputs),
     output:
-        finetune_metrics("voc_detection", "{run}", "{seed}"),
+        finetune_metrics("{protocol}", "{run}", "{seed}"),
     params:
-        voc=lambda wc: dataset_root("voc"),
+        root=lambda wc: dataset_root(protocol_data(wc.protocol)),
+        train_json=lambda wc, input: f"--train-json {shlex.quote(input.train_json)}" if "train_json" in input.keys() else "",
         weights=weights_arg,
-        protocol=json.dumps({k: v for k, v in config["finetune"]["voc_detection"].items() if k != "threads"}),
+        protocol=lambda wc: protocol_json(wc.protocol),
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=run_arch,
         device=config["device"],
-    threads: config["finetune"]["voc_detection"]["threads"]
+    wildcard_constraints:
+        protocol=one_of(protocols_of("detection")),
+    threads: protocol_threads
     resources:
-        **resources_for("voc_detection", config["finetune"]["voc_detection"]["threads"]),
+        **transfer_resources("detection"),
     log:
-        f"{RESULTS}/logs/voc_detection/{{run}}-s{{seed}}.log",
+        f"{RESULTS}/logs/{{protocol}}/{{run}}-s{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/voc_detection/{{run}}-s{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/{{protocol}}/{{run}}-s{{seed}}.tsv"
     shell:
-        "python -m finetune voc-detection --voc-root {params.voc:q} --weights {params.weights:q} --arch {params.arch}"
-        " --protocol-json {params.protocol:q} --seed {wildcards.seed} --threads {threads}"
-        " --device {params.device} --out {params.out:q} > {log:q} 2>&1"
+        "python -m finetune detection --name {wildcards.protocol} --data-root {params.root:q} {params.train_json}"
+        " --weights {params.weights:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
+        " --threads {threads} --device {params.device} --out {params.out:q} > {log:q} 2>&1"
 
 
-rule voc_segmentation:
+rule segmentation_transfer:
     conda:
         "../../envs/mmseg.yml"
     input:
-        dataset=dataset_manifest("voc"),
-        weights=pretrained_weights("mmseg.pth"),
+        dataset=lambda wc: dataset_manifest(protocol_data(wc.protocol)),
+        weights=pretrained_weights("segmentation"),
     output:
-        finetune_metrics("voc_segmentation", "{run}", "{seed}"),
+        finetune_metrics("{protocol}", "{run}", "{seed}"),
     params:
-        voc=lambda wc: dataset_root("voc"),
+        root=lambda wc: dataset_root(protocol_data(wc.protocol)),
         weights=weights_arg,
-        protocol=json.dumps({k: v for k, v in config["finetune"]["voc_segmentation"].items() if k != "threads"}),
+        protocol=lambda wc: protocol_json(wc.protocol),
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=run_arch,
         device=config["device"],
-    threads: config["finetune"]["voc_segmentation"]["threads"]
+    wildcard_constraints:
+        protocol=one_of(protocols_of("segmentation")),
+    threads: protocol_threads
     resources:
-        **resources_for("voc_segmentation", config["finetune"]["voc_segmentation"]["threads"]),
+        **transfer_resources("segmentation"),
     log:
-        f"{RESULTS}/logs/voc_segmentation/{{run}}-s{{seed}}.log",
+        f"{RESULTS}/logs/{{protocol}}/{{run}}-s{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/voc_segmentation/{{run}}-s{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/{{protocol}}/{{run}}-s{{seed}}.tsv"
     shell:
-        "python -m finetune voc-segmentation --voc-root {params.voc:q} --weights {params.weights:q} --arch {params.arch}"
-        " --protocol-json {params.protocol:q} --seed {wildcards.seed} --threads {threads}"
+        "python -m finetune segmentation --name {wildcards.protocol} --data-root {params.root:q}"
+        " --weights {params.weights:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
+        " --threads {threads}"
         " --device {params.device} --out {params.out:q} > {log:q} 2>&1"
+
+
+# Evaluations on frozen features of backbone.pth itself (no converter): linear, few-shot, DAVIS, segment search.
+rule frozen_feature_eval:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        dataset=lambda wc: dataset_manifest(protocol_data(wc.protocol)),
+        backbone=lambda wc: [] if wc.run == RANDOM_RUN else backbone_file(wc),
+    output:
+        finetune_metrics("{protocol}", "{run}", "{seed}"),
+    params:
+        command=lambda wc: PROTOCOLS[wc.protocol]["task"].replace("_", "-"),
+        root=lambda wc: dataset_root(protocol_data(wc.protocol)),
+        extra=frozen_eval_args,
+        backbone=lambda wc, input: input.backbone or "none",
+        protocol=lambda wc: protocol_json(wc.protocol),
+        out=lambda wc, output: os.path.dirname(output[0]),
+        arch=run_arch,
+    wildcard_constraints:
+        protocol=one_of([p for task in FROZEN_EVAL_TASKS for p in protocols_of(task)]),
+    threads: protocol_threads
+    resources:
+        **transfer_resources(*FROZEN_EVAL_TASKS),
+    log:
+        f"{RESULTS}/logs/{{protocol}}/{{run}}-s{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{protocol}}/{{run}}-s{{seed}}.tsv"
+    shell:
+        "python -m finetune {params.command} --data-root {params.root:q} {params.extra}"
+        " --backbone {params.backbone:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
+        " --threads {threads} --out {params.out:q} > {log:q} 2>&1"

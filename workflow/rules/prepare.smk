@@ -39,6 +39,24 @@ rule prepare_voc:
         "python -m prepare voc --coco-root {params.coco:q} --out {params.out:q} > {log:q} 2>&1"
 
 
+rule prepare_cityscapes:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        dataset_manifest("coco"),
+    output:
+        f"{config['datasets']['cityscapes']['root']}/manifest.json",
+    params:
+        coco=lambda wc: dataset_root("coco"),
+        out=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        f"{RESULTS}/logs/prepare_cityscapes.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_cityscapes.tsv"
+    shell:
+        "python -m prepare cityscapes --coco-root {params.coco:q} --out {params.out:q} > {log:q} 2>&1"
+
+
 rule prepare_image_list:
     conda:
         "../../envs/pretrain.yml"
@@ -82,6 +100,23 @@ rule prepare_tinyimagenet:
     shell:
         "python -m prepare tinyimagenet --source-root {params.source:q} --out {params.out:q} --seed {params.seed}"
         " --procedural-train {params.proc[train_images]} --procedural-val {params.proc[val_images]} > {log:q} 2>&1"
+
+
+rule prepare_davis:
+    conda:
+        "../../envs/pretrain.yml"
+    output:
+        f"{config['datasets']['davis']['root']}/manifest.json",
+    params:
+        out=lambda wc, output: os.path.dirname(output[0]),
+        source=config["datasets"]["source_root"],
+        seed=PRE["seed"],
+    log:
+        f"{RESULTS}/logs/prepare_davis.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_davis.tsv"
+    shell:
+        "python -m prepare davis --source-root {params.source:q} --out {params.out:q} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule prepare_bsds500:

@@ -54,3 +54,23 @@ rule sweep_table:
     shell:
         "python -m analysis sweep-table --spec-json {params.spec:q} --out-csv {output.csv:q} --out-md {output.md:q}"
         " > {log:q} 2>&1"
+
+
+rule transfer_table:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        [f for entry in transfer_spec() for f in entry["metrics"]],
+    output:
+        csv=f"{RESULTS}/transfer.csv",
+        md=f"{RESULTS}/transfer.md",
+    params:
+        spec=json.dumps(transfer_spec()),
+        scale=config["scale"],
+    log:
+        f"{RESULTS}/logs/transfer_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/transfer_table.tsv"
+    shell:
+        "python -m analysis transfer-table --spec-json {params.spec:q} --scale {params.scale}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

@@ -1,0 +1,1 @@
+"""Frozen-feature classification protocols: linear evaluation and few-shot logistic regression."""
