@@ -8,6 +8,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# `snakemake --report results/report.html`: every table and figure with its caption; table 1 on the first page.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/pretrain.smk"
@@ -23,6 +27,10 @@ localrules:
     finetune,
     analysis,
     tables,
+    table_html,
+    pair_figure,
+    stage_figure,
+    pca_rgb_figure,
 
 
 rule all:

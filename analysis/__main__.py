@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import sys
 
-from analysis import sweep_table, table2, transfer_table
+from analysis import (
+    paper_tables,
+    report_check,
+    report_html,
+    stage_figure,
+    sweep_table,
+    table2,
+    table3,
+    table13,
+    transfer_table,
+)
 from analysis.benchmarks import summarise_benchmarks
 from analysis.bsds_table import write_bsds_table
 from analysis.figures import plot_pretrain_losses
-from analysis.table1 import write_table1
 from core.errors import run_cli
 from core.io import write_json
 
@@ -26,15 +36,15 @@ def _alignment_uniformity(args: argparse.Namespace) -> None:
     write_json(args.out, measured)
 
 
+# Commands whose modules import torch (~1 GB, seconds to start): imported only when run (or for --help),
+# so the many small table and report jobs start in a fraction of a second.
+TORCH_COMMANDS = {"coupling": "coupling", "object-knn": "object_knn", "correspondence": "correspondence",
+                  "pca-rgb": "embedding_figure", "proposal-quality": "proposal_quality"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("table1", help="VOC detection + segmentation transfer table")
-    p.add_argument("--spec-json", required=True, help="rows: label, run, meta, metrics files per protocol")
-    p.add_argument("--scale", required=True)
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.set_defaults(func=lambda a: write_table1(json.loads(a.spec_json), a.scale, a.out_csv, a.out_md))
     p = commands.add_parser("benchmarks", help="time and memory of every job, from Snakemake benchmark files")
     p.add_argument("files", nargs="+")
     p.add_argument("--out-csv", required=True)
@@ -52,6 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=lambda a: write_bsds_table(a.edges, a.ucm, a.timing, a.out_csv, a.out_md))
     table2.register(commands)
+    table3.register(commands)
+    paper_tables.register(commands)
+    report_html.register(commands)
+    report_check.register(commands)
+    table13.register(commands)
+    stage_figure.register(commands)
     sweep_table.register(commands)
     transfer_table.register(commands)
     p = commands.add_parser("alignment-uniformity", help="held-out L_a and L_u of a backbone's features")
@@ -67,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="JSON file to write")
     p.set_defaults(func=_alignment_uniformity)
+    command = next((arg for arg in (sys.argv[1:] if argv is None else argv) if not arg.startswith("-")), None)
+    for name, module in TORCH_COMMANDS.items():
+        if command == name or command not in commands.choices:  # the command itself, or --help / a typo
+            importlib.import_module(f"analysis.{module}").register(commands)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -12,17 +12,14 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.reference import PAPERS, reference_for
 from analysis.tables import write_table
 from core.errors import UserError
 from core.io import read_json
 
-PAPER_CITATION = ("Qiu, Zhang, Ke, Salzmann, Süsstrunk: De-coupling and De-positioning Dense Self-supervised "
-                  "Learning (D3SSL), Table 2")
-# As printed; the image counts are rounded to thousands there ("146K", "118K").
-PAPER_TABLE2: dict[str, dict[str, float]] = {
-    "OpenImage-MINI": {"images": 146_000, "objects_per_image": 9.1, "categories_per_image": 3.20, "categories": 569},
-    "COCO": {"images": 118_000, "objects_per_image": 7.4, "categories_per_image": 2.95, "categories": 80},
-}
+# The paper's values come from the reference file (analysis/reference/paper_values.csv, table 2); the
+# image counts are rounded to thousands there ("146K", "118K").
+DATASETS = {"OpenImage-MINI": "openimages_mini", "COCO": "coco"}  # reference row of each dataset
 STATS_KEYS = {"OpenImage-MINI": "openimage_mini", "COCO": "coco"}  # stats.json key of each dataset
 COLUMNS = {"images": "#Imgs", "objects_per_image": "#Obj/Img", "categories_per_image": "#Cat/Img",
            "categories": "#Cat"}
@@ -41,12 +38,15 @@ def write_table2(stats_json: str | Path, out_csv: str | Path, out_md: str | Path
     if missing:
         raise UserError(f"{stats_json} lacks {', '.join(missing)}; rebuild it with "
                         "`python -m prepare openimages-mini`.")
+    reference = reference_for(2)
     rows = []
-    for dataset, paper in PAPER_TABLE2.items():
+    for dataset, key in DATASETS.items():
+        paper = reference[reference["row"] == key].set_index("column")["value"].to_dict()
+        paper.update({count: int(paper[count]) for count in ("images", "categories")})  # counts, printed as such
         rows += [_row(dataset, "paper", paper), _row(dataset, "ours", stats[STATS_KEYS[dataset]])]
     frame = pd.DataFrame(rows)
     notes = [
-        f"paper: {PAPER_CITATION}.",
+        f"paper: {PAPERS['d3ssl']}, Table 2.",
         f"ours: OpenImage-MINI selected from {stats['inputs']['boxes']} with COCO counts from "
         f"{stats['coco']['annotations']}; order: {stats['selection']['order']}, seed {stats['selection']['seed']}.",
         "#Obj/Img = boxes / images (group-of boxes and COCO crowd annotations count as one object each); "

@@ -15,11 +15,12 @@ from core.errors import UserError
 from core.io import read_json, write_text
 
 
-def _load(path: str, protocol: str) -> dict[str, Any]:
+def _load(path: str, protocol: str, task: str) -> dict[str, Any]:
     if not Path(path).is_file():
         raise UserError(f"missing result {path}: run `snakemake {path}` first.")
     result = read_json(path)
-    if result.get("protocol", protocol) != protocol:
+    # The frozen-feature launchers record their task (linear_eval), not the config section (au_linear_eval).
+    if result.get("protocol", protocol) not in (protocol, task):
         raise UserError(f"{path} holds protocol {result['protocol']!r}, not {protocol!r}; delete it and rerun.")
     return result
 
@@ -29,7 +30,7 @@ def transfer_frame(spec: list[dict[str, Any]]) -> pd.DataFrame:
     the metrics files)."""
     lines = []
     for entry in spec:
-        results = [_load(path, entry["protocol"]) for path in entry["metrics"]]
+        results = [_load(path, entry["protocol"], entry["task"]) for path in entry["metrics"]]
         names = [k for k, v in results[0]["metrics"].items() if isinstance(v, (int, float))]
         for name in names:
             mean, std = trials([float(r["metrics"][name]) for r in results])

@@ -258,6 +258,6 @@ def test_table2_has_the_paper_numbers(mixed_boxes: Path, tmp_path: Path) -> None
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in rows]
     assert cells == [["OpenImage-MINI", "paper", "146000", "9.10", "3.20", "569"],
                      ["COCO", "paper", "118000", "7.40", "2.95", "80"]]
-    assert "De-coupling and De-positioning Dense Self-supervised Learning (D3SSL), Table 2" in markdown
+    assert "Qiu et al.: De-coupling and De-positioning Dense Self-supervised Learning, Table 2" in markdown
     with pytest.raises(UserError, match="python -m prepare openimages-mini"):
         table2.write_table2(tmp_path / "none.json", tmp_path / "x.csv", tmp_path / "x.md")

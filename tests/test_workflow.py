@@ -26,13 +26,15 @@ def test_smoke_dry_run_lists_every_stage() -> None:
     result = snakemake("-n", "--quiet", "rules", "--", "results/table1.csv")
     assert result.returncode == 0, result.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.M))
-    # 10 methods pretrained and converted twice; 11 rows (random init + 10) x 2 protocols x 1 seed. SoCo and
-    # D3SSL read the proposals, hierarchical grouping the region trees (2 shards + an index each; the trees
-    # need the edge model, trained on BSDS500).
+    # 10 methods pretrained and converted twice; 11 rows (random init + 10) x 2 protocols x 1 seed, plus
+    # DenseCL's 4 other detection protocols of table 1 (VOC FPN, COCO Mask FPN / C4, RetinaNet) and its
+    # Cityscapes FCN (with the Cityscapes build). SoCo and D3SSL read the proposals, hierarchical grouping the
+    # region trees (2 shards + an index each; the trees need the edge model, trained on BSDS500).
     assert counts == {"prepare_coco": "1", "prepare_voc": "1", "prepare_image_list": "1", "pretrain_run": "10",
                       "proposals_shard": "2", "region_trees_shard": "2", "shard_index": "2", "edge_model": "1",
-                      "prepare_bsds500": "1", "convert_detectron2": "10", "convert_mmseg": "10",
-                      "detection_transfer": "11", "segmentation_transfer": "11", "table1": "1", "total": "64"}
+                      "prepare_bsds500": "1", "prepare_cityscapes": "1", "convert_detectron2": "10",
+                      "convert_mmseg": "10", "detection_transfer": "15", "segmentation_transfer": "12",
+                      "paper_table": "1", "total": "70"}
 
 
 def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
@@ -40,11 +42,13 @@ def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # 2 image sets x 2 schemes x (1 temperature + 1 weight pair), each measured on its held-out split.
-    assert counts["pretrain_run"] == counts["alignment_uniformity"] == "8" and counts["prepare_tinyimagenet"] == "1"
+    # 2 schemes x (Tiny-ImageNet: 2 temperatures + 2 weight pairs; COCO: 1 + 1), each measured on its held-out split.
+    assert counts["pretrain_run"] == counts["alignment_uniformity"] == "12" and counts["prepare_tinyimagenet"] == "1"
     runs = set(re.findall(r"results/pretrain/([^/\s]+)/meta.json", out))
     assert {"index_contrast_dense_t0.5-tinyimagenet-resnet18-smoke-s0",
-            "index_contrast_instance_a1u1-coco-resnet18-smoke-s0"} <= runs and len(runs) == 8
+            "index_contrast_dense_t0.2-tinyimagenet-resnet18-smoke-s0",
+            "index_contrast_instance_a1u2-tinyimagenet-resnet18-smoke-s0",
+            "index_contrast_instance_a1u1-coco-resnet18-smoke-s0"} <= runs and len(runs) == 12
     assert "results/prepare/heldout-tinyimagenet/images.txt" in out and "--max-images 480" in out
 
 
@@ -108,14 +112,24 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # 11 rows (random init + 10 methods) x 2 seeds (HoughCL: averaged over 2 trials) per protocol: 10 detection
     # protocols (VOC C4/FPN/FPN frozen, COCO Mask R-CNN C4/FPN, mini-COCO 5/10 %, keypoints, RetinaNet and frozen).
     # 5 segmentation protocols (VOC FCN and frozen, Cityscapes FCN and frozen, VOC frozen ASPP).
-    assert counts["detection_transfer"] == str(10 * 22) and counts["segmentation_transfer"] == str(5 * 22)
+    # Table 3 scores the 320 sweep models (rows: sweep) with R18-C4 VOC detection and STL-10 linear evaluation.
+    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2) and counts["segmentation_transfer"] == str(5 * 22)
     transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
                                r".*?resources: ([^\n]*)", out, re.S))
-    assert len(transfer) == 220 and all("gpu=8" in r for r in transfer.values())
+    assert len(transfer) == 860 and all("gpu=8" in r for r in transfer.values())
+    assert "au_voc_detection/index_contrast_dense_t0.05-coco-resnet18-200ep-s0/s1" in transfer
     assert "runtime=1440" in transfer["coco_retinanet/densecl-coco-resnet50-800ep-s0/s1"]
     assert "runtime=720" in transfer["voc_detection_fpn_frozen/random-resnet50/s0"]
     # Frozen features, 11 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search.
-    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22)
+    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22 + 320 * 2)
+    # Probes (coupling, O-KNN, correspondence) once per row, on CPU threads; O-KNN with its own runtime.
+    probes = dict(re.findall(r"rule analysis_probe:\n.*?output: results/analysis/([a-z_]+/[^/]+)/metrics"
+                             r".*?resources: ([^\n]*)", out, re.S))
+    assert counts["analysis_probe"] == "33" and len(probes) == 33 and not any("gpu" in r for r in probes.values())
+    assert "runtime=1440" in probes["object_knn/random-resnet50"]
+    assert "runtime=240" in probes["coupling/random-resnet50"]
+    assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == "1"
+    assert counts["paper_table"] == "9"  # tables 1, 4-11
     shells = re.findall(r"python -m finetune detection --name (coco_mini5_instance_fpn) .*?--train-json (\S+)", out)
     assert shells and all(path.endswith("instances_train2017_5pct.json") for _, path in shells)
     # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2).

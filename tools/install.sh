@@ -22,4 +22,12 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; m.version('detectron
   sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$work/detectron2_cdo-$D2_VERSION/setup.py"
   pip install --no-build-isolation --no-deps "$work/detectron2_cdo-$D2_VERSION"
 fi
+# The report check (`make demo`) renders results/report.html in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "densebench: no chromium on PATH; install Debian's chromium for the report check (make demo)" >&2
+  fi
+fi
 echo "densebench: environment ready in $VENV"

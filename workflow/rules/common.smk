@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config
 
 from core.config import validate_config
+from analysis.table_specs import TABLES, sources_of
 from core.errors import UserError
 
 from prepare.roots import BUILDABLE, check_dataset_root
@@ -145,19 +146,25 @@ ROW_LABELS = {"random": RANDOM_RUN, **{label: run for label, run in TABLE_ROWS[1
 PROTOCOLS = FT["protocols"]
 # Keys the DAG reads; every other key of a protocol is its launcher's --protocol-json.
 DAG_KEYS = ("task", "rows", "threads", "train_subset", "data", "layout")
-TABLE1_PROTOCOLS = ("voc_detection", "voc_segmentation")
+
+
+def runs_of(rows, where):
+    """The runs named by a `rows` entry: `all` (the table rows), `sweep` (the alignment/uniformity
+    sweep's models) or a list of row labels; `where` is the config key, for the error."""
+    if rows == "all":
+        return FINETUNE_RUNS
+    if rows == "sweep":
+        return list(SWEEP_RUNS)
+    unknown = [label for label in rows if label not in ROW_LABELS]
+    if unknown:
+        raise WorkflowError(f"{where}.rows: unknown rows {unknown}; use `all`, `sweep` or labels among "
+                            f"{', '.join(ROW_LABELS)}.")
+    return [ROW_LABELS[label] for label in rows]
 
 
 def protocol_runs(protocol):
     """The runs (table rows) finetuned with `protocol`."""
-    rows = PROTOCOLS[protocol]["rows"]
-    if rows == "all":
-        return FINETUNE_RUNS
-    unknown = [label for label in rows if label not in ROW_LABELS]
-    if unknown:
-        raise WorkflowError(f"finetune.protocols.{protocol}.rows: unknown rows {unknown}; use `all` or labels among "
-                            f"{', '.join(ROW_LABELS)}.")
-    return [ROW_LABELS[label] for label in rows]
+    return runs_of(PROTOCOLS[protocol]["rows"], f"finetune.protocols.{protocol}")
 
 
 def protocols_of(task):
@@ -173,10 +180,31 @@ def protocol_json(protocol):
     return json.dumps({k: v for k, v in PROTOCOLS[protocol].items() if k not in DAG_KEYS})
 
 
-for _protocol in TABLE1_PROTOCOLS:
-    if _protocol not in PROTOCOLS:
-        raise WorkflowError(f"finetune.protocols.{_protocol} is missing; table 1 reads it.")
 TRANSFER_JOBS = [(p, run) for p in PROTOCOLS for run in protocol_runs(p)]
+
+# Analysis probes (analysis.probes.<name>): one measurement of a frozen backbone per run, written to
+# results/analysis/<probe>/<run>/metrics.json; the same DAG keys as a protocol (task, rows, threads, data).
+PROBES = config["analysis"]["probes"]
+PCA_RGB = config["analysis"].get("pca_rgb")
+PROBE_JOBS = [(probe, run) for probe in PROBES for run in runs_of(PROBES[probe]["rows"], f"analysis.probes.{probe}")]
+
+
+def probe_metrics(probe, run):
+    return f"{RESULTS}/analysis/{probe}/{run}/metrics.json"
+
+
+def probe_resources():
+    """A probe job's resources: resources.<probe>, else resources.analysis, with the probe's threads."""
+
+    def of(probe):
+        return resources_for(probe if probe in config["resources"] else "analysis", PROBES[probe]["threads"])
+
+    keys = {key for probe in PROBES for key in of(probe)} or {"mem_mb", "runtime"}
+    return {key: (lambda wc, key=key: of(wc.probe).get(key, 0)) for key in sorted(keys)}
+
+
+def probe_json(probe):
+    return json.dumps({k: v for k, v in PROBES[probe].items() if k not in DAG_KEYS})
 
 
 def run_arch(wildcards):
@@ -272,6 +300,15 @@ def coco_annotations(split):
     return f"{dataset_root('coco')}/annotations/instances_{split}.json"
 
 
+def proposal_truth(wildcards):
+    """Ground-truth boxes of the proposal store's images (pretrain.data), for table 13's recall."""
+    spec = image_set(PRE["data"], "pretrain.data")
+    if spec["dataset"] != "coco" or len(spec["train"]) != 1:
+        raise WorkflowError(f"table 13 measures proposal recall on COCO boxes; pretrain.data '{PRE['data']}' is not "
+                            "one COCO split. Build the other tables, or point pretrain.data at a COCO image set.")
+    return coco_annotations(spec["train"][0])
+
+
 def openimages_mini_files():
     out = f"{RESULTS}/prepare/openimages_mini"
     return [f"{out}/image_ids.txt", f"{out}/instances_openimages_mini.json", f"{out}/stats.json"]
@@ -325,6 +362,27 @@ def sweep_spec():
             for run, spec in SWEEP_RUNS.items()]
 
 
+def table3_spec():
+    """The sweep's models with their L_a/L_u files and, per evaluation protocol (analysis.table3), their
+    metrics files over seeds; passed to `python -m analysis table3`."""
+    evaluations = config["analysis"]["table3"]["evaluations"]
+    for protocol in evaluations:
+        if protocol not in PROTOCOLS or PROTOCOLS[protocol]["rows"] != "sweep":
+            raise WorkflowError(f"analysis.table3.evaluations.{protocol}: define finetune.protocols.{protocol} with "
+                                "`rows: sweep` (the sweep's models are its rows).")
+    members = [{"run": run, "data": spec["data"], "member": spec["member"],
+                "alignment_uniformity": alignment_uniformity_file(run),
+                "metrics": {p: [finetune_metrics(p, run, s) for s in SEEDS] for p in evaluations}}
+               for run, spec in SWEEP_RUNS.items()]
+    return {"members": members, "evaluations": evaluations, "scale": config["scale"],
+            "paper_image_sets": config["analysis"]["table3"]["paper_image_sets"]}
+
+
+def table3_inputs(wildcards):
+    spec = table3_spec()
+    return [f for m in spec["members"] for f in [m["alignment_uniformity"], *[x for fs in m["metrics"].values() for x in fs]]]
+
+
 def sweep_table_files():
     return [f"{RESULTS}/sweeps/alignment_uniformity.{ext}" for ext in ("csv", "md")] if SWEEP_RUNS else []
 
@@ -338,7 +396,9 @@ def finetune_targets():
 
 
 def table_targets():
-    return [f"{RESULTS}/{name}.{ext}" for name in ("table1", "table2", "transfer") for ext in ("csv", "md")]
+    names = [f"table{n}" for n in PAPER_TABLES] + ["table2", "table13", "transfer"] + (["table3"] if SWEEP_RUNS else [])
+    return [f"{RESULTS}/{name}.{ext}" for name in names for ext in ("csv", "md")] + [
+        f"{RESULTS}/report/{name}.html" for name in REPORT_TABLES if name != "benchmarks"]
 
 
 def image_lists_used():
@@ -370,12 +430,20 @@ def benchmark_files():
                         if run != RANDOM_RUN and PROTOCOLS[p]["task"] in WEIGHTS_FORMAT})
     files += [f"{RESULTS}/benchmarks/convert/{run}-{fmt}.tsv" for run, fmt in converted]
     files += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p, run in TRANSFER_JOBS for s in SEEDS]
-    return [*files, f"{RESULTS}/benchmarks/table1.tsv", f"{RESULTS}/benchmarks/transfer_table.tsv"]
+    files += [f"{RESULTS}/benchmarks/{probe}/{run}.tsv" for probe, run in PROBE_JOBS]
+    files += [f"{RESULTS}/benchmarks/table{n}.tsv" for n in PAPER_TABLES]
+    files += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("proposal_quality", "table13")]
+    return [*files, f"{RESULTS}/benchmarks/transfer_table.tsv"]
 
 
 def analysis_targets():
-    return [f"{RESULTS}/benchmarks.csv", f"{RESULTS}/benchmarks.md", f"{RESULTS}/figures/pretrain_losses.png",
-            *sweep_table_files()]
+    return [f"{RESULTS}/benchmarks.csv", f"{RESULTS}/benchmarks.md", f"{RESULTS}/report/benchmarks.html",
+            f"{RESULTS}/figures/pretrain_losses.png", *sweep_table_files(),
+            *([f"{RESULTS}/figures/coupling_stages.png"] if 5 in PAPER_TABLES else []),
+            *([f"{RESULTS}/figures/alignment_uniformity.png"] if SWEEP_RUNS else []),
+            *[f"{RESULTS}/figures/pca_rgb/{run}.png" for run in (runs_of(PCA_RGB["rows"], "analysis.pca_rgb")
+                                                                  if PCA_RGB else [])],
+            *[f"{RESULTS}/figures/pairs/{run}.png" for probe, run in PROBE_JOBS if PROBES[probe]["task"] == "correspondence"]]
 
 
 # The weights file each framework's transfer task reads (written by the convert_* rules); the
@@ -407,32 +475,52 @@ def run_meta(run):
     return f"{RESULTS}/imported/{run}/meta.json" if run in IMPORTED_RUNS else f"{RESULTS}/pretrain/{run}/meta.json"
 
 
-def table1_spec():
-    """Rows of table 1 (those finetuned with every table-1 protocol) with the files each reads; passed to
-    `python -m analysis table1`."""
-    runs = set.intersection(*(set(protocol_runs(p)) for p in TABLE1_PROTOCOLS))
-    return [
-        {
-            "label": label,
-            "run": run,
-            "meta": run_meta(run),
-            "metrics": {p: [finetune_metrics(p, run, s) for s in SEEDS] for p in TABLE1_PROTOCOLS},
-        }
-        for label, run in TABLE_ROWS
-        if run in runs
-    ]
-
-
 def transfer_spec():
     """Every (protocol, row) with its per-seed metrics files; passed to `python -m analysis transfer-table`."""
     labels = {run: label for label, run in TABLE_ROWS}
-    return [{"protocol": p, "task": PROTOCOLS[p]["task"], "label": labels[run], "run": run,
+    return [{"protocol": p, "task": PROTOCOLS[p]["task"], "label": labels.get(run, run), "run": run,
              "metrics": [finetune_metrics(p, run, s) for s in SEEDS]} for p, run in TRANSFER_JOBS]
 
 
-def table1_inputs(wildcards):
-    files = [f for row in table1_spec() for paths in row["metrics"].values() for f in paths]
-    return files + [row["meta"] for row in table1_spec() if row["meta"]]
+ROW_KEYS = {run: ("random" if run == RANDOM_RUN else label) for label, run in TABLE_ROWS}
+
+
+def paper_table_spec(number):
+    """Rows of paper table `number` with, per source it reads (protocol or probe), the metrics files;
+    passed to `python -m analysis paper-table`. Rows follow TABLE_ROWS; sources not configured are absent."""
+    rows = []
+    for _, run in TABLE_ROWS:
+        sources = {}
+        for source in sources_of(number):
+            if source in PROTOCOLS and run in protocol_runs(source):
+                sources[source] = [finetune_metrics(source, run, s) for s in SEEDS]
+            elif source in PROBES and (source, run) in PROBE_JOBS:
+                sources[source] = [probe_metrics(source, run)]
+        if sources:
+            rows.append({"key": ROW_KEYS[run], "run": run, "meta": run_meta(run), "sources": sources})
+    return rows
+
+
+# The generic paper tables with at least one configured cell at this scale.
+PAPER_TABLES = [n for n in sorted(TABLES) if paper_table_spec(n)]
+
+
+# Tables shown in the report (as HTML pages made from their Markdown), with their captions.
+REPORT_TABLES = {
+    **{f"table{n}": f"{TABLES[n].title}. Mirrors {TABLES[n].mirrors}." for n in PAPER_TABLES},
+    "table2": "Table 2: OpenImage-MINI and COCO statistics, ours next to D3SSL Table 2.",
+    **({"table3": "Table 3: alignment/uniformity of the sweep's models vs their downstream performance, with "
+                  "Kendall's tau (dense_alignment_uniformity.md Tables 1-2)."} if SWEEP_RUNS else {}),
+    "table13": "Table 13: data-preparation quality: BSDS500 boundaries of our SE edges and OWT-UCM, proposal recall.",
+    "transfer": "Every transfer protocol x row: each metric's mean ± std over the fine-tuning trials.",
+    "benchmarks": "Wall time, peak memory and CPU time of every job (Snakemake benchmark files).",
+}
+
+
+def paper_table_inputs(wildcards):
+    rows = paper_table_spec(int(wildcards.number))
+    return [f for row in rows for files in row["sources"].values() for f in files] + [
+        row["meta"] for row in rows if row["meta"]]
 
 
 wildcard_constraints:

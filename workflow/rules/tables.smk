@@ -1,23 +1,26 @@
 # Stage tables: paper-style tables from metrics.json and meta.json files only (never logs).
 
 
-rule table1:
+rule paper_table:
     conda:
         "../../envs/pretrain.yml"
     input:
-        table1_inputs,
+        paper_table_inputs,
+        reference=str(Path(workflow.basedir) / "analysis" / "reference" / "paper_values.csv"),
     output:
-        csv=f"{RESULTS}/table1.csv",
-        md=f"{RESULTS}/table1.md",
+        csv=f"{RESULTS}/table{{number}}.csv",
+        md=f"{RESULTS}/table{{number}}.md",
     params:
-        spec=json.dumps(table1_spec()),
+        spec=lambda wc: json.dumps(paper_table_spec(int(wc.number))),
         scale=config["scale"],
+    wildcard_constraints:
+        number=one_of([str(n) for n in PAPER_TABLES]),
     log:
-        f"{RESULTS}/logs/table1.log",
+        f"{RESULTS}/logs/table{{number}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/table1.tsv"
+        f"{RESULTS}/benchmarks/table{{number}}.tsv"
     shell:
-        "python -m analysis table1 --spec-json {params.spec:q} --scale {params.scale}"
+        "python -m analysis paper-table --table {wildcards.number} --spec-json {params.spec:q} --scale {params.scale}"
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
@@ -74,3 +77,83 @@ rule transfer_table:
     shell:
         "python -m analysis transfer-table --spec-json {params.spec:q} --scale {params.scale}"
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+
+
+rule table_html:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        f"{RESULTS}/{{name}}.md",
+    output:
+        report(f"{RESULTS}/report/{{name}}.html", caption="../report/table.rst", category="Tables",
+               labels=lambda wc: {"table": wc.name}),
+    params:
+        caption=lambda wc: REPORT_TABLES[wc.name],
+    wildcard_constraints:
+        name=one_of(REPORT_TABLES),
+    log:
+        f"{RESULTS}/logs/table_html/{{name}}.log",
+    shell:
+        "python -m analysis html --md {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule proposal_quality:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        index=f"{RESULTS}/prepare/proposals/{PRE['data']}/index.json",
+        instances=proposal_truth,
+        benchmarks=[f"{RESULTS}/benchmarks/proposals/{PRE['data']}-{shard}.tsv" for shard in SHARDS],
+    output:
+        f"{RESULTS}/analysis/proposal_quality.json",
+    log:
+        f"{RESULTS}/logs/proposal_quality.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/proposal_quality.tsv"
+    shell:
+        "python -m analysis proposal-quality --index {input.index:q} --instances {input.instances:q}"
+        " --benchmarks {input.benchmarks:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule table13:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        bsds=f"{RESULTS}/prepare/edges/bsds_test.csv",
+        proposals=f"{RESULTS}/analysis/proposal_quality.json",
+    output:
+        csv=f"{RESULTS}/table13.csv",
+        md=f"{RESULTS}/table13.md",
+    params:
+        scale=config["scale"],
+    log:
+        f"{RESULTS}/logs/table13.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/table13.tsv"
+    shell:
+        "python -m analysis table13 --bsds {input.bsds:q} --proposals {input.proposals:q} --scale {params.scale}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+
+
+rule table3:
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        table3_inputs,
+    output:
+        csv=f"{RESULTS}/table3.csv",
+        md=f"{RESULTS}/table3.md",
+        models=f"{RESULTS}/sweeps/models.csv",
+        figure=report(f"{RESULTS}/figures/alignment_uniformity.png", caption="../report/figure.rst",
+                      category="Figures"),
+    params:
+        spec=lambda wc: json.dumps(table3_spec()),
+        caption="Held-out L_u (x) and L_a (y) of every sweep model, coloured by its downstream score; one panel per "
+        "pretraining image set and evaluation (dense_alignment_uniformity.md Fig. 2/3).",
+    log:
+        f"{RESULTS}/logs/table3.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/table3.tsv"
+    shell:
+        "python -m analysis table3 --spec-json {params.spec:q} --out-csv {output.csv:q} --out-md {output.md:q}"
+        " --out-models-csv {output.models:q} --figure {output.figure:q} > {log:q} 2>&1"
