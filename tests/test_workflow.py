@@ -37,6 +37,18 @@ def test_smoke_dry_run_lists_every_stage() -> None:
                       "paper_table": "1", "total": "70"}
 
 
+def test_smoke_dry_run_of_everything_from_an_empty_directory() -> None:
+    """`make demo`'s target on a fresh clone: every input of every job is a file some rule makes."""
+    result = snakemake("-n", "--quiet", "rules", "--", "all")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    # Probes: coupling on 6 rows, O-KNN on 5, correspondence on 6 (+ its 6 pair figures); tables 1, 4-11.
+    assert counts["analysis_probe"] == "17" and counts["pair_figure"] == "6" and counts["paper_table"] == "9"
+    assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == counts["stage_figure"] == "1"
+    assert counts["pca_rgb_figure"] == "2" and counts["table_html"] == "14"
+
+
 def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
     result = snakemake("-n", "-p", "--", "results/sweeps/alignment_uniformity.csv")
     out = result.stdout + result.stderr

@@ -102,16 +102,18 @@ rule proposal_quality:
         "../../envs/pretrain.yml"
     input:
         index=f"{RESULTS}/prepare/proposals/{PRE['data']}/index.json",
-        instances=proposal_truth,
+        coco=dataset_manifest("coco"),
         benchmarks=[f"{RESULTS}/benchmarks/proposals/{PRE['data']}-{shard}.tsv" for shard in SHARDS],
     output:
         f"{RESULTS}/analysis/proposal_quality.json",
+    params:
+        instances=proposal_truth,
     log:
         f"{RESULTS}/logs/proposal_quality.log",
     benchmark:
         f"{RESULTS}/benchmarks/proposal_quality.tsv"
     shell:
-        "python -m analysis proposal-quality --index {input.index:q} --instances {input.instances:q}"
+        "python -m analysis proposal-quality --index {input.index:q} --instances {params.instances:q}"
         " --benchmarks {input.benchmarks:q} --out {output:q} > {log:q} 2>&1"
 
 
