@@ -28,6 +28,13 @@ METHOD_LABELS = {"random": "random init", "mocov2": "MoCo v2", "densecl": "Dense
                  "soco": "SoCo", "d3ssl": "D3SSL", "hiergroup": "Hierarchical grouping"}
 
 
+def row_label(key: str) -> str:
+    """A row's label: the method's name, with the variant for an ablation row (`<method>/<variant>`)."""
+    method, _, variant = key.partition("/")
+    label = METHOD_LABELS.get(method, method)
+    return f"{label} / {variant}" if variant else label
+
+
 def _load(path: str) -> dict[str, Any]:
     if not Path(path).is_file():
         raise UserError(f"missing result {path}: run `snakemake {path}` first.")
@@ -77,7 +84,7 @@ def table_frames(number: int, rows: list[dict[str, Any]], scale: str,
             mean, std = trials([_metric(result, metric, path) for path, result in loaded[source]])
             paper = ref.loc[(row["key"], column)] if (row["key"], column) in ref.index else None
             cells.append({
-                "table": number, "row": row["key"], "method": METHOD_LABELS.get(row["key"], row["key"]),
+                "table": number, "row": row["key"], "method": row_label(row["key"]),
                 "column": column, "ours": mean, "std": std, "trials": len(loaded[source]),
                 "paper": None if paper is None else float(paper["value"]),
                 "paper_source": None if paper is None else f"{paper['paper']} {paper['paper_table']}",
@@ -86,7 +93,7 @@ def table_frames(number: int, rows: list[dict[str, Any]], scale: str,
             })
         measured = [result for entries in loaded.values() for _, result in entries]
         if measured:
-            provenance.append({"method": METHOD_LABELS.get(row["key"], row["key"]), "run": row["run"],
+            provenance.append({"method": row_label(row["key"]), "run": row["run"],
                                "scale": scale, **row_provenance(row["meta"], measured)})
     return pd.DataFrame(cells), pd.DataFrame(provenance)
 

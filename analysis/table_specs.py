@@ -3,7 +3,8 @@
 A source is a transfer protocol (`finetune.protocols.<name>`) or an analysis probe
 (`analysis.probes.<name>`); the metric is a key of its metrics.json. The DAG builds a table from the
 sources the active config defines and leaves the other columns out (never invented). Tables 2, 3 and
-13 have their own layouts (`table2.py`, `table3.py`, `table13.py`); table 12 needs ablation runs.
+13 have their own layouts (`table2.py`, `table3.py`, `table13.py`). Table 12's rows are the ablation
+variants (`pretrain.ablations`, keys `<method>/<variant>`), each scored by its method's `evaluate`.
 Imported by the Snakemake workflow (common.smk): keep it free of heavy imports.
 """
 
@@ -54,7 +55,12 @@ TABLES: dict[int, TableSpec] = {
                   + _cols("davis", "J_mean", "F_mean", "JF_mean")),
     11: TableSpec("Table 11: correspondence and positive-pair accuracy", "LC-loss Sec. 4.6; HoughCL Fig. 1",
                   _cols("correspondence", "correspondence_acc", "pair_acc")),
+    12: TableSpec("Table 12: ablations", "D3SSL Tab. 5-7; LC-loss Fig. 3b; hierarchical grouping Tab. 1, 3 (cns)",
+                  _cols("voc_detection", "AP", "AP50", "AP75") + _cols("voc_detection_fpn", "AP")
+                  + _cols("coupling", "CR_C5", "MCS_C5") + _cols("voc_aspp_frozen", "mIoU")
+                  + _cols("davis", "J_mean", "F_mean")),
 }
+ABLATION_TABLE = 12  # rows: the ablation variants, not the table rows
 
 
 def sources_of(number: int) -> list[str]:

@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 from core.errors import UserError
-from core.io import read_json, write_json
+from core.io import atomic_path, read_json, write_json
 
 EXPORT_FIX = "export the backbone with `python -m pretrain export`"
 _BN_PARAMS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -120,6 +120,27 @@ def check_resumable(work_dir: Path, run_key: str, has_checkpoint: bool) -> None:
     write_json(key_file, {"run_key": run_key})
 
 
+FINAL_WEIGHTS = "model_final.pth"
+
+
+def keep_final_weights(work_dir: Path, state_dict: dict[str, torch.Tensor], key: str, resume_glob: str) -> Path:
+    """Replace a finished run's resume checkpoints (`resume_glob` in `work_dir`) by its weights alone.
+
+    A resume checkpoint holds the weights, optimizer and schedule of one checkpoint period and serves
+    only an interrupted run; kept after it, they were most of the disk a pipeline run used (~0.5 GB per
+    smoke transfer job). The weights are written as {`key`: state_dict}, the framework's own layout, to
+    work/model_final.pth. Both frameworks resume from work/last_checkpoint, removed first: a rerun of
+    a finished job trains from scratch instead of resuming pruned state.
+    """
+    (work_dir / "last_checkpoint").unlink(missing_ok=True)
+    for checkpoint in work_dir.glob(resume_glob):
+        checkpoint.unlink()
+    final = work_dir / FINAL_WEIGHTS
+    with atomic_path(final) as tmp:
+        torch.save({key: {name: value.detach().cpu() for name, value in state_dict.items()}}, tmp)
+    return final
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
@@ -164,5 +185,8 @@ def add_protocol(subparsers: argparse._SubParsersAction, name: str, help: str, *
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, required=True, help="output folder: metrics.json, work/ for the framework")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help=f"keep work/'s resume checkpoints after the run (by default only work/{FINAL_WEIGHTS}, "
+                        "the final weights, is kept)")
     parser.set_defaults(func=lambda args: run(**{k: v for k, v in vars(args).items() if k not in ("func", "command")}))
     return parser

@@ -13,7 +13,7 @@ from typing import Any
 
 # Keys that describe the set of runs, not one run's training (`data` is the table rows' image set; a
 # run gets its own as --data-name).
-_PLAN_KEYS = ("methods", "method_overrides", "sweeps", "image_sets", "data")
+_PLAN_KEYS = ("methods", "method_overrides", "sweeps", "ablations", "image_sets", "data")
 # The config sections each method reads. A run's config keeps only its own, so that editing one
 # method's section does not rerun (or re-hash) the others' pretraining.
 METHOD_SECTIONS = {
@@ -39,6 +39,17 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def unknown_keys(update: dict[str, Any], base: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of `update` that `base` does not have (a typo would otherwise train silently)."""
+    unknown = []
+    for key, value in update.items():
+        if key not in base:
+            unknown.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(base[key], dict):
+            unknown += unknown_keys(value, base[key], f"{prefix}{key}.")
+    return unknown
 
 
 def run_config(pretrain: dict[str, Any], method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 A run is fully determined by (config, seed): the model is initialised from the seed, the data
 order of epoch e from (seed, e), and each sample's views from (seed, e, index). The resume state
 holds model, optimizer and iteration, so a killed run that restarts reproduces the uninterrupted
-run bit for bit on CPU.
+run bit for bit on CPU; it is deleted once the backbone is exported.
 """
 
 from __future__ import annotations
@@ -164,4 +164,6 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
         "provenance": provenance(cfg, seed),
     }
     export(model.state_dict(), meta, out)
+    # The resume state (2-3 copies of the weights with the optimizer's) serves only an interrupted run.
+    state_path.unlink(missing_ok=True)
     log.info("exported %s", out / "backbone.pth")

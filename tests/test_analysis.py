@@ -65,6 +65,21 @@ def test_paper_table_means_over_seeds_next_to_the_paper(tmp_path: Path) -> None:
     assert "densecl-coco-resnet18-smoke-s0" in provenance and "| 0 1 " in provenance and "abc" in provenance
 
 
+def test_ablation_table_rows_name_method_and_variant_beside_the_transcribed_values(tmp_path: Path) -> None:
+    """Table 12 against the reference file itself: D3SSL Table 7 "w/o L_dp" (AP 55.5, CR 1.33)."""
+    det = [_metrics(tmp_path / "d.json", "voc_detection", {"AP": 1.25, "AP50": 3.0, "AP75": 0.5}, 0)]
+    coupling = [_metrics(tmp_path / "c.json", "coupling", {"CR_C5": 1.01, "MCS_C5": 0.9}, 0)]
+    rows = [{"key": "d3ssl/no_dp", "run": "d3ssl_no_dp-coco-resnet18-smoke-s0", "meta": None,
+             "sources": {"voc_detection": det, "coupling": coupling}}]
+    write_paper_table(12, rows, "smoke", tmp_path / "t.csv", tmp_path / "t.md")
+    table = pd.read_csv(tmp_path / "t.csv").set_index(["row", "column"])
+    assert table.loc[("d3ssl/no_dp", "voc_detection/AP"), "paper"] == 55.5
+    assert table.loc[("d3ssl/no_dp", "coupling/CR_C5"), "difference"] == pytest.approx(1.01 - 1.33)
+    assert pd.isna(table.loc[("d3ssl/no_dp", "voc_detection/AP50"), "paper"])  # Table 7 prints AP only
+    assert set(table["method"]) == {"D3SSL / no_dp"}
+    assert "| D3SSL / no_dp" in (tmp_path / "t.md").read_text()
+
+
 def test_paper_table_names_a_missing_result_and_a_missing_metric(tmp_path: Path) -> None:
     rows = [{"key": "random", "run": "random-resnet18", "meta": None,
              "sources": {"voc_detection": [str(tmp_path / "nope.json")]}}]

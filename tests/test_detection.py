@@ -170,7 +170,7 @@ def test_protocol_rejects_unknown_and_missing_keys() -> None:
 
 
 def _run(data_root: Path, out: Path, weights: Path | None = None, train_json: Path | None = None,
-         **protocol: object) -> dict:
+         keep_checkpoints: bool = False, **protocol: object) -> dict:
     return train.run(
         name="test_protocol",
         data_root=data_root,
@@ -182,6 +182,7 @@ def _run(data_root: Path, out: Path, weights: Path | None = None, train_json: Pa
         threads=1,
         device="cpu",
         out=out,
+        keep_checkpoints=keep_checkpoints,
     )
 
 
@@ -195,10 +196,18 @@ def test_train_writes_finite_metrics_deterministically(tmp_path: Path, voc_root:
     assert written["weights"] == str(weights) and written["provenance"]["seed"] == 0
     assert set(written["metrics"]) == {"AP", "AP50", "AP75"}
     assert all(math.isfinite(v) and 0 <= v <= 100 for v in written["metrics"].values())
-    second = _run(voc_root, tmp_path / "b", weights)
+    second = _run(voc_root, tmp_path / "b", weights, keep_checkpoints=True)
     assert second["metrics"] == first["metrics"]
     # AP of a 4-iteration model may be 0 either way: the training losses must match too.
     assert _logged_losses(tmp_path / "a") == _logged_losses(tmp_path / "b")
+    # By default the work dir keeps the final weights only, as a tensors-only file equal to the full checkpoint's.
+    assert sorted(p.name for p in (tmp_path / "a" / "work").glob("*.pth")) == ["model_final.pth"]
+    assert not (tmp_path / "a" / "work" / "last_checkpoint").exists()
+    pruned = torch.load(tmp_path / "a" / "work" / "model_final.pth", weights_only=True)
+    full = torch.load(tmp_path / "b" / "work" / "model_final.pth", map_location="cpu", weights_only=False)
+    assert list(pruned) == ["model"] and set(full) > {"model", "iteration"}  # + optimizer and schedule
+    assert pruned["model"].keys() == full["model"].keys()
+    assert all(torch.equal(pruned["model"][key], full["model"][key]) for key in full["model"])
 
 
 def _logged_losses(out: Path) -> list[dict[str, float]]:
@@ -209,13 +218,13 @@ def _logged_losses(out: Path) -> list[dict[str, float]]:
 
 def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path, voc_root: Path) -> None:
     out = tmp_path / "run"
-    _run(voc_root, out)
+    _run(voc_root, out, keep_checkpoints=True)
     work = out / "work"
     assert (work / "model_0000001.pth").is_file()  # checkpoint_period 2: after iterations 0-1
     # Simulate a kill after the first checkpoint: no metrics.json, last_checkpoint at iteration 2.
     (out / "metrics.json").unlink()
     (work / "last_checkpoint").write_text("model_0000001.pth")
-    _run(voc_root, out)
+    _run(voc_root, out, keep_checkpoints=True)
     assert "resuming from iteration 2" in (work / "log.txt").read_text()
     assert (out / "metrics.json").is_file()
     with pytest.raises(UserError, match="different run"):
@@ -347,7 +356,7 @@ def test_frozen_backbone_stays_bit_identical(tmp_path: Path, voc_root: Path, res
     weights = tmp_path / "backbone.pkl"
     convert.convert(resnet18_backbone[0], weights)
     _run(voc_root, tmp_path / "run", weights, model="faster_rcnn_fpn", frozen_backbone=True, max_iter=4,
-         checkpoint_period=2)
+         checkpoint_period=2, keep_checkpoints=True)
     work = tmp_path / "run" / "work"
     # Our own training checkpoints (they hold the optimizer and scheduler states, not only tensors).
     after_2 = torch.load(work / "model_0000001.pth", map_location="cpu", weights_only=False)["model"]

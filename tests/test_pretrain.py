@@ -170,6 +170,8 @@ def test_every_method_trains_exports_and_resumes_exactly(method: str, image_list
         train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test",
                         prepared=prepared)
     assert not (tmp_path / "killed" / "backbone.pth").exists()
+    assert (tmp_path / "killed" / train_mod.STATE_FILE).is_file()  # the resume state; deleted once exported:
+    assert not (tmp_path / "full" / train_mod.STATE_FILE).exists()
     monkeypatch.setattr(train_mod, "_save_state", saved)
     with caplog.at_level(logging.INFO, logger="pretrain"):
         train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test",

@@ -36,14 +36,14 @@ _COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
 
 
 def run_segmentation(data_root: Path, weights: str, out: Path, protocol: dict[str, object], seed: int = 0,
-                     name: str = "voc_segmentation") -> dict[str, object]:
+                     name: str = "voc_segmentation", keep_checkpoints: bool = False) -> dict[str, object]:
     """Run `python -m finetune segmentation` in this process; return its metrics.json."""
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(required=True))
     args = parser.parse_args(
         ["segmentation", "--data-root", str(data_root), "--weights", weights, "--arch", "resnet18", "--out", str(out),
          "--name", name, "--protocol-json", json.dumps(protocol), "--seed", str(seed), "--threads", "1",
-         "--device", "cpu"]
+         "--device", "cpu"] + ["--keep-checkpoints"] * keep_checkpoints
     )  # fmt: skip
     args.func(args)
     return json.loads((out / "metrics.json").read_text())
@@ -279,7 +279,7 @@ def test_tiny_run_is_reproducible_and_resumes(
 ) -> None:
     weights = tmp_path / "mmseg.pth"
     convert.convert(backbone[0], weights)
-    first = run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL)
+    first = run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL, keep_checkpoints=True)
     assert first["protocol"] == "voc_segmentation"
     assert first["weights"] == str(weights)
     assert first["iterations"] == PROTOCOL["max_iters"]
@@ -298,12 +298,19 @@ def test_tiny_run_is_reproducible_and_resumes(
 
     # A rerun in the same folder resumes from the last checkpoint: no training left, same evaluation.
     (tmp_path / "a" / "metrics.json").unlink()
-    assert run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL)["metrics"] == first["metrics"]
+    assert run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL, keep_checkpoints=True)["metrics"] \
+        == first["metrics"]
     logs = "".join(path.read_text() for path in work.glob("*/*.log"))
     assert f"resuming from {work / 'iter_4.pth'}" in logs
     # ... but never from another run's checkpoints.
     with pytest.raises(UserError, match="checkpoints of a different run"):
         run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL, seed=1)
+    # By default the work dir keeps the final weights only, tensors only, equal to the last checkpoint's.
+    pruned_work = tmp_path / "b" / "work"
+    assert sorted(p.name for p in pruned_work.glob("*.pth")) == ["model_final.pth"]
+    assert not (pruned_work / "last_checkpoint").exists()
+    pruned = torch.load(pruned_work / "model_final.pth", weights_only=True)["state_dict"]
+    assert pruned.keys() == trained.keys() and all(torch.equal(pruned[k], trained[k]) for k in trained)
 
 
 @pytest.mark.usefixtures("restore_torch_globals")
@@ -314,7 +321,8 @@ def test_frozen_backbone_stays_bit_identical_while_the_heads_train(
     weights = tmp_path / "mmseg.pth"
     convert.convert(backbone[0], weights)
     protocol = {**PROTOCOL, "frozen_backbone": True}
-    result = run_segmentation(voc_root, str(weights), tmp_path / "run", protocol, name="voc_segmentation_frozen")
+    result = run_segmentation(voc_root, str(weights), tmp_path / "run", protocol, name="voc_segmentation_frozen",
+                              keep_checkpoints=True)
     assert result["protocol"] == "voc_segmentation_frozen"
     work = tmp_path / "run" / "work"
     middle, end = _checkpoint(work / "iter_2.pth"), _checkpoint(work / "iter_4.pth")
@@ -370,7 +378,7 @@ def test_aspp_frozen_run_trains_only_the_head(
     convert.convert(backbone[0], weights)
     result = run_segmentation(voc_root, str(weights), tmp_path / "run", ASPP, name="voc_aspp_frozen")
     assert result["protocol"] == "voc_aspp_frozen" and set(result["metrics"]) == {"mIoU", "mAcc", "aAcc"}
-    state = _checkpoint(tmp_path / "run" / "work" / "iter_4.pth")
+    state = _checkpoint(tmp_path / "run" / "work" / "model_final.pth")
     kept = {key: value for key, value in backbone[1].items() if not key.startswith("layer4.")}
     assert {key.removeprefix("backbone.") for key in state if key.startswith("backbone.")} == kept.keys()
     assert all(torch.equal(state["backbone." + key], value) for key, value in kept.items())
@@ -410,7 +418,7 @@ def test_cityscapes_protocol_runs_with_slide_test(tmp_path: Path, cityscapes_roo
     result = run_segmentation(cityscapes_root, "none", tmp_path / "run", protocol, name="cityscapes_segmentation")
     assert result["protocol"] == "cityscapes_segmentation"
     assert all(0 <= value <= 100 for value in result["metrics"].values())
-    assert _checkpoint(tmp_path / "run" / "work" / "iter_4.pth")["decode_head.conv_seg.weight"].shape[0] == 19
+    assert _checkpoint(tmp_path / "run" / "work" / "model_final.pth")["decode_head.conv_seg.weight"].shape[0] == 19
 
 
 def test_cityscapes_root_without_labels_is_refused(tmp_path: Path, cityscapes_root: Path) -> None:

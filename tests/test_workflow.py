@@ -43,10 +43,11 @@ def test_smoke_dry_run_of_everything_from_an_empty_directory() -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # Probes: coupling on 6 rows, O-KNN on 5, correspondence on 6 (+ its 6 pair figures); tables 1, 4-11.
-    assert counts["analysis_probe"] == "17" and counts["pair_figure"] == "6" and counts["paper_table"] == "9"
+    # Probes: coupling on 6 rows + D3SSL's no_dp ablation, O-KNN on 5, correspondence on 6 (+ its 6 pair
+    # figures); tables 1, 4-12.
+    assert counts["analysis_probe"] == "18" and counts["pair_figure"] == "6" and counts["paper_table"] == "10"
     assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == counts["stage_figure"] == "1"
-    assert counts["pca_rgb_figure"] == "2" and counts["table_html"] == "14"
+    assert counts["pca_rgb_figure"] == "2" and counts["table_html"] == "15"
 
 
 def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
@@ -62,6 +63,41 @@ def test_smoke_sweep_expands_image_sets_schemes_and_objectives() -> None:
             "index_contrast_instance_a1u2-tinyimagenet-resnet18-smoke-s0",
             "index_contrast_instance_a1u1-coco-resnet18-smoke-s0"} <= runs and len(runs) == 12
     assert "results/prepare/heldout-tinyimagenet/images.txt" in out and "--max-images 480" in out
+
+
+def test_smoke_ablations_reuse_the_table_run_for_default_variants() -> None:
+    """Table 12: a variant equal to the method's own settings is its table run; the others train."""
+    result = snakemake("-n", "-p", "--", "results/table12.csv")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    trained = set(re.findall(r"results/pretrain/([^/\s]+)/meta.json", out))
+    assert {"d3ssl_no_dp-coco-resnet18-smoke-s0", "lcloss_alpha_0.7-coco-resnet18-smoke-s0",
+            "hiergroup_cns_0-coco-resnet18-smoke-s0", "d3ssl-coco-resnet18-smoke-s0",
+            "lcloss-coco-resnet18-smoke-s0", "hiergroup-coco-resnet18-smoke-s0"} == trained
+    spec = json.loads(re.search(r"--spec-json '(.*?)' --scale", out).group(1))
+    rows = {row["key"]: (row["run"], sorted(row["sources"])) for row in spec}
+    assert rows == {
+        "d3ssl/full": ("d3ssl-coco-resnet18-smoke-s0", ["coupling", "voc_detection"]),
+        "d3ssl/no_dp": ("d3ssl_no_dp-coco-resnet18-smoke-s0", ["coupling", "voc_detection"]),
+        "lcloss/alpha_0.1": ("lcloss-coco-resnet18-smoke-s0", ["voc_detection_fpn"]),
+        "lcloss/alpha_0.7": ("lcloss_alpha_0.7-coco-resnet18-smoke-s0", ["voc_detection_fpn"]),
+        "hiergroup/cns_0": ("hiergroup_cns_0-coco-resnet18-smoke-s0", ["davis", "voc_aspp_frozen"]),
+        "hiergroup/cns_5": ("hiergroup-coco-resnet18-smoke-s0", ["davis", "voc_aspp_frozen"]),
+    }
+    assert re.search(r"d3ssl_no_dp-coco-resnet18-smoke-s0.*?\"depositioning\": false", out, re.S)
+
+
+def test_ablation_errors_name_the_key(tmp_path: Path) -> None:
+    base = {"pretrain": {"ablations": {"lcloss": {"evaluate": ["voc_detection_fpn"], "overrides": {},
+                                                   "variants": {"a": {"lcloss": {"alpah": 0.2}}}}}}}
+    result = snakemake("-n", "--configfile", configfile(tmp_path, base), "--", "results/table12.csv")
+    assert result.returncode != 0
+    assert "pretrain.ablations.lcloss.variants.a: unknown key(s) lcloss.alpah" in result.stdout + result.stderr
+    base["pretrain"]["ablations"]["lcloss"] = {"evaluate": ["voc_detecton"], "overrides": {},
+                                               "variants": {"a": {"lcloss": {"alpha": 0.2}}}}
+    result = snakemake("-n", "--configfile", configfile(tmp_path, base), "--", "results/table12.csv")
+    assert result.returncode != 0
+    assert "pretrain.ablations.lcloss.evaluate: 'voc_detecton' is neither a protocol" in result.stdout + result.stderr
 
 
 def test_unknown_image_set_names_the_fix(tmp_path: Path) -> None:
@@ -83,7 +119,7 @@ def test_unknown_config_key_names_the_key(tmp_path: Path) -> None:
                        "results/table1.csv")
     assert result.returncode != 0
     assert "config key pretrain: Additional properties are not allowed ('epochz' was unexpected). " \
-           "Remove it or fix its spelling; allowed here: amp, arch, base_lr" in result.stdout + result.stderr
+           "Remove it or fix its spelling; allowed here: ablations, amp, arch, base_lr" in result.stdout + result.stderr
 
 
 def test_wrong_type_names_the_key(tmp_path: Path) -> None:
@@ -125,27 +161,34 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # protocols (VOC C4/FPN/FPN frozen, COCO Mask R-CNN C4/FPN, mini-COCO 5/10 %, keypoints, RetinaNet and frozen).
     # 5 segmentation protocols (VOC FCN and frozen, Cityscapes FCN and frozen, VOC frozen ASPP).
     # Table 3 scores the 320 sweep models (rows: sweep) with R18-C4 VOC detection and STL-10 linear evaluation.
-    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2) and counts["segmentation_transfer"] == str(5 * 22)
+    # Table 12: 7 D3SSL + 2 SoCo ablation runs (200 ep) on VOC C4, 4 LC-loss alphas on VOC FPN, and hierarchical
+    # grouping's cns = 0 on frozen ASPP and DAVIS (its cns = 5 is the table run), 2 seeds each.
+    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2 + (9 + 4) * 2)
+    assert counts["segmentation_transfer"] == str(5 * 22 + 2)
     transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
                                r".*?resources: ([^\n]*)", out, re.S))
-    assert len(transfer) == 860 and all("gpu=8" in r for r in transfer.values())
+    assert len(transfer) == 886 and all("gpu=8" in r for r in transfer.values())
+    assert "voc_detection/d3ssl_no_dp_aug_prc_rbj-coco-resnet50-200ep-s0/s1" in transfer
+    assert "voc_detection_fpn/lcloss_alpha_0.05-coco-resnet50-200ep-s0/s0" in transfer
     assert "au_voc_detection/index_contrast_dense_t0.05-coco-resnet18-200ep-s0/s1" in transfer
     assert "runtime=1440" in transfer["coco_retinanet/densecl-coco-resnet50-800ep-s0/s1"]
     assert "runtime=720" in transfer["voc_detection_fpn_frozen/random-resnet50/s0"]
     # Frozen features, 11 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search.
-    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22 + 320 * 2)
+    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22 + 320 * 2 + 2)
     # Probes (coupling, O-KNN, correspondence) once per row, on CPU threads; O-KNN with its own runtime.
     probes = dict(re.findall(r"rule analysis_probe:\n.*?output: results/analysis/([a-z_]+/[^/]+)/metrics"
                              r".*?resources: ([^\n]*)", out, re.S))
-    assert counts["analysis_probe"] == "33" and len(probes) == 33 and not any("gpu" in r for r in probes.values())
+    assert counts["analysis_probe"] == "42" and len(probes) == 42 and not any("gpu" in r for r in probes.values())
+    assert "coupling/soco_d3ssl_aug-coco-resnet50-200ep-s0" in probes  # + 9 D3SSL / SoCo ablation runs
     assert "runtime=1440" in probes["object_knn/random-resnet50"]
     assert "runtime=240" in probes["coupling/random-resnet50"]
     assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == "1"
-    assert counts["paper_table"] == "9"  # tables 1, 4-11
+    assert counts["paper_table"] == "10"  # tables 1, 4-12
     shells = re.findall(r"python -m finetune detection --name (coco_mini5_instance_fpn) .*?--train-json (\S+)", out)
     assert shells and all(path.endswith("instances_train2017_5pct.json") for _, path in shells)
-    # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2).
-    assert counts["pretrain_run"] == str(10 + 320) and counts["alignment_uniformity"] == "320"
+    # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2)
+    # + 14 ablation runs (table 12).
+    assert counts["pretrain_run"] == str(10 + 320 + 14) and counts["alignment_uniformity"] == "320"
     # 64 shards each of proposals and region trees, one edge model, two mini-COCO subsets.
     assert counts["proposals_shard"] == counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
@@ -157,9 +200,13 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert "runtime=480" in edge_resources and "mem_mb=16000" in edge_resources
     jobs = re.findall(r"^rule pretrain_run:\n(.*?)(?=^\[|\Z)", out, re.S | re.M)
     inputs = {re.search(r"run=([^-\s]+)", job).group(1): re.search(r"input: ([^\n]*)", job).group(1) for job in jobs}
-    # Table rows only (sweep members are index_contrast_*): who reads which prepare-stage store.
-    assert {name for name, used in inputs.items() if "prepare/proposals/coco/index.json" in used} == {"soco", "d3ssl"}
-    assert [name for name, used in inputs.items() if "prepare/region_trees/coco/index.json" in used] == ["hiergroup"]
+    # Who reads which prepare-stage store: table rows and their ablation runs (sweep members: index_contrast_*).
+    proposal_readers = {name for name, used in inputs.items() if "prepare/proposals/coco/index.json" in used}
+    assert proposal_readers == {"soco", "d3ssl", "soco_baseline", "soco_d3ssl_aug", "d3ssl_full", "d3ssl_no_dp",
+                                *(f"d3ssl_no_dp_aug_{a}" for a in ("none", "box_cutout", "box_jitter_prc", "prc",
+                                                                   "prc_rbj"))}
+    region_tree_readers = {name for name, used in inputs.items() if "prepare/region_trees/coco/index.json" in used}
+    assert region_tree_readers == {"hiergroup", "hiergroup_cns_0"}
     for run in ("densecl-coco-resnet50-800ep-s0", "lcloss-coco-resnet50-400ep-s0", "pixpro-coco-resnet50-400ep-s0",
                 "soco-coco-resnet50-800ep-s0", "d3ssl-coco-resnet50-800ep-s0", "hiergroup-coco-resnet50-80ep-s0",
                 "index_contrast-coco-resnet18-200ep-s0", "index_contrast_dense_t0.05-stl10-resnet18-200ep-s0",

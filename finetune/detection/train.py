@@ -22,7 +22,7 @@ from detectron2.utils.logger import setup_logger
 from core.errors import UserError
 from core.io import write_json
 from core.provenance import config_hash, provenance
-from finetune.common import check_resumable, parse_protocol_json
+from finetune.common import check_resumable, keep_final_weights, parse_protocol_json
 from finetune.detection import (
     datasets,
     roi_heads,  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
@@ -196,8 +196,12 @@ def run(
     threads: int,
     device: str,
     out: Path,
+    keep_checkpoints: bool = False,
 ) -> dict[str, Any]:
-    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds."""
+    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds.
+
+    Unless `keep_checkpoints`, the work dir then keeps only the final weights (`keep_final_weights`).
+    """
     if weights is not None:
         weights_arch = read_arch(weights)
         if weights_arch not in (None, arch):
@@ -250,5 +254,8 @@ def run(
         "provenance": provenance(protocol, seed),
     }
     write_json(out / "metrics.json", summary)
+    if not keep_checkpoints and comm.is_main_process():
+        # The checkpointer holds the model unwrapped from DistributedDataParallel.
+        keep_final_weights(work_dir, trainer.checkpointer.model.state_dict(), "model", "model_*.pth")
     logger.info("%s: %s", name, ", ".join(f"{key} {value:.2f}" for key, value in metrics.items()))
     return summary

@@ -10,6 +10,7 @@ from typing import Any
 from unittest import mock
 
 import torch
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, find_latest_checkpoint
@@ -17,7 +18,7 @@ from mmengine.runner import Runner, find_latest_checkpoint
 from core.errors import UserError
 from core.io import write_json
 from core.provenance import config_hash, provenance
-from finetune.common import abbreviate, check_resumable
+from finetune.common import abbreviate, check_resumable, keep_final_weights
 from finetune.segmentation.compat import ensure_mmcv_ops
 from finetune.segmentation.config import build_config
 from finetune.segmentation.convert import read_arch
@@ -97,10 +98,12 @@ def run(
     threads: int,
     device: str,
     out: Path,
+    keep_checkpoints: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds.
 
-    `name` is the protocol's config section, recorded as metrics.json's "protocol".
+    `name` is the protocol's config section, recorded as metrics.json's "protocol". Unless
+    `keep_checkpoints`, the work dir then keeps only the final weights (`keep_final_weights`).
     """
     data_dir = check_root(protocol.dataset, data_root, protocol.train_aug)
     _check_device(device)
@@ -136,6 +139,9 @@ def run(
         "provenance": provenance(protocol.as_dict(), seed),
     }
     write_json(out / "metrics.json", summary)
+    if not keep_checkpoints and is_main_process():
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        keep_final_weights(work_dir, model.state_dict(), "state_dict", "iter_*.pth")
     scores = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items())
     runner.logger.info(f"{name} ({protocol.dataset} val): {scores}")
     return summary

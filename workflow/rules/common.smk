@@ -10,11 +10,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config
 
 from core.config import validate_config
-from analysis.table_specs import TABLES, sources_of
+from analysis.table_specs import ABLATION_TABLE, TABLES, sources_of
 from core.errors import UserError
 
 from prepare.roots import BUILDABLE, check_dataset_root
-from pretrain.runs import METHOD_PREPARED, deep_merge, run_config
+from pretrain.runs import METHOD_PREPARED, deep_merge, run_config, unknown_keys
 
 WORKFLOW_DIR = Path(workflow.basedir) / "workflow"
 RESULTS = "results"
@@ -129,6 +129,37 @@ def sweep_members(sweep):
     return members
 
 
+def ablation_plan(ablations):
+    """Table 12's rows: per method, one per variant of its settings (pretrain.ablations), keyed
+    `<method>/<variant>` like the papers' reference rows. A variant whose settings equal the method's
+    own table run reuses it; every other variant is a pretraining run `<method>_<variant>-...`.
+    Returns ({key: (method, run)}, {run: spec} of the new runs)."""
+    rows, runs = {}, {}
+    for method, group in ablations.items():
+        if method not in PRE["methods"]:
+            raise WorkflowError(f"pretrain.ablations.{method}: '{method}' is not in pretrain.methods; its variants are "
+                                "compared with its table run, so add it there.")
+        own, own_spec = _table_run(method)
+        for variant, settings in group["variants"].items():
+            unknown = unknown_keys(settings, own_spec["cfg"])
+            if unknown:
+                raise WorkflowError(f"pretrain.ablations.{method}.variants.{variant}: unknown key(s) {', '.join(unknown)}; "
+                                    f"a variant changes keys of {method}'s run config (pretrain and its sections).")
+            cfg = run_config(PRE, method, deep_merge(group["overrides"], settings))
+            if cfg == own_spec["cfg"]:
+                rows[f"{method}/{variant}"] = (method, own)
+                continue
+            run = pretrain_run_id(f"{method}_{variant}", PRE["data"], cfg)
+            runs[run] = {"method": method, "data": PRE["data"], "cfg": cfg}
+            rows[f"{method}/{variant}"] = (method, run)
+    return rows, runs
+
+
+def ablation_runs_of(source):
+    """The runs of table 12 that `source` (a protocol or probe) scores: its methods' `evaluate`."""
+    return [run for method, run in ABLATION_ROWS.values() if source in PRE["ablations"][method]["evaluate"]]
+
+
 # Table rows in config order: random init first, then one per pretraining method on pretrain.data,
 # then each imported published checkpoint. Each protocol finetunes its rows once per seed in `seeds`
 # (the papers' independent trials).
@@ -137,7 +168,8 @@ RANDOM_RUN = f"random-{ARCH}"
 TABLE_RUNS = dict(_table_run(m) for m in PRE["methods"])
 IMPORTED_RUNS = {f"imported-{label}": {"label": label, **spec} for label, spec in FT["imported"].items()}
 SWEEP_RUNS = sweep_members(AU_SWEEP) if AU_SWEEP else {}
-PRETRAIN_RUNS = {**TABLE_RUNS, **SWEEP_RUNS}
+ABLATION_ROWS, ABLATION_RUNS = ablation_plan(PRE["ablations"])
+PRETRAIN_RUNS = {**TABLE_RUNS, **SWEEP_RUNS, **ABLATION_RUNS}
 TABLE_ROWS = ([("random init", RANDOM_RUN)] + [(spec["method"], run) for run, spec in TABLE_RUNS.items()]
               + [(spec["label"], run) for run, spec in IMPORTED_RUNS.items()])
 FINETUNE_RUNS = [run for _, run in TABLE_ROWS]
@@ -162,9 +194,16 @@ def runs_of(rows, where):
     return [ROW_LABELS[label] for label in rows]
 
 
+def source_rows(source):
+    """The table rows a protocol or probe is configured for (its `rows`), without ablation runs."""
+    spec, where = (PROTOCOLS[source], "finetune.protocols") if source in PROTOCOLS else (PROBES[source], "analysis.probes")
+    return runs_of(spec["rows"], f"{where}.{source}")
+
+
 def protocol_runs(protocol):
-    """The runs (table rows) finetuned with `protocol`."""
-    return runs_of(PROTOCOLS[protocol]["rows"], f"finetune.protocols.{protocol}")
+    """The runs finetuned with `protocol`: its table rows, then the ablation runs it scores."""
+    rows = runs_of(PROTOCOLS[protocol]["rows"], f"finetune.protocols.{protocol}")
+    return list(dict.fromkeys(rows + ablation_runs_of(protocol)))
 
 
 def protocols_of(task):
@@ -186,7 +225,13 @@ TRANSFER_JOBS = [(p, run) for p in PROTOCOLS for run in protocol_runs(p)]
 # results/analysis/<probe>/<run>/metrics.json; the same DAG keys as a protocol (task, rows, threads, data).
 PROBES = config["analysis"]["probes"]
 PCA_RGB = config["analysis"].get("pca_rgb")
-PROBE_JOBS = [(probe, run) for probe in PROBES for run in runs_of(PROBES[probe]["rows"], f"analysis.probes.{probe}")]
+for _method, _group in PRE["ablations"].items():
+    for _source in _group["evaluate"]:
+        if _source not in PROTOCOLS and _source not in PROBES:
+            raise WorkflowError(f"pretrain.ablations.{_method}.evaluate: '{_source}' is neither a protocol "
+                                f"(finetune.protocols) nor a probe (analysis.probes) of this config.")
+PROBE_JOBS = [(probe, run) for probe in PROBES for run in dict.fromkeys(
+    runs_of(PROBES[probe]["rows"], f"analysis.probes.{probe}") + ablation_runs_of(probe))]
 
 
 def probe_metrics(probe, run):
@@ -487,17 +532,21 @@ ROW_KEYS = {run: ("random" if run == RANDOM_RUN else label) for label, run in TA
 
 def paper_table_spec(number):
     """Rows of paper table `number` with, per source it reads (protocol or probe), the metrics files;
-    passed to `python -m analysis paper-table`. Rows follow TABLE_ROWS; sources not configured are absent."""
+    passed to `python -m analysis paper-table`. Rows follow TABLE_ROWS, each with the sources whose
+    `rows` name it (table 12: ABLATION_ROWS, with their method's `evaluate`); sources not configured
+    are absent."""
+    if number == ABLATION_TABLE:
+        keyed = [(key, run, PRE["ablations"][method]["evaluate"]) for key, (method, run) in ABLATION_ROWS.items()]
+    else:
+        configured = [s for s in sources_of(number) if s in PROTOCOLS or s in PROBES]
+        keyed = [(ROW_KEYS[run], run, [s for s in configured if run in source_rows(s)]) for _, run in TABLE_ROWS]
     rows = []
-    for _, run in TABLE_ROWS:
-        sources = {}
-        for source in sources_of(number):
-            if source in PROTOCOLS and run in protocol_runs(source):
-                sources[source] = [finetune_metrics(source, run, s) for s in SEEDS]
-            elif source in PROBES and (source, run) in PROBE_JOBS:
-                sources[source] = [probe_metrics(source, run)]
+    for key, run, evaluated in keyed:
+        sources = {source: ([finetune_metrics(source, run, s) for s in SEEDS] if source in PROTOCOLS
+                            else [probe_metrics(source, run)])
+                   for source in sources_of(number) if source in evaluated}
         if sources:
-            rows.append({"key": ROW_KEYS[run], "run": run, "meta": run_meta(run), "sources": sources})
+            rows.append({"key": key, "run": run, "meta": run_meta(run), "sources": sources})
     return rows
 
 

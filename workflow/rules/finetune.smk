@@ -29,7 +29,8 @@ rule convert_detectron2:
     input:
         backbone_file,
     output:
-        f"{RESULTS}/finetune/weights/{{run}}/d2.pkl",
+        # temp(): rebuilt in seconds from backbone.pth; deleted once every transfer job of the run has read it.
+        temp(f"{RESULTS}/finetune/weights/{{run}}/d2.pkl"),
     log:
         f"{RESULTS}/logs/convert/{{run}}-d2.log",
     benchmark:
@@ -44,7 +45,8 @@ rule convert_mmseg:
     input:
         backbone_file,
     output:
-        f"{RESULTS}/finetune/weights/{{run}}/mmseg.pth",
+        # temp(): rebuilt in seconds from backbone.pth; deleted once every transfer job of the run has read it.
+        temp(f"{RESULTS}/finetune/weights/{{run}}/mmseg.pth"),
     log:
         f"{RESULTS}/logs/convert/{{run}}-mmseg.log",
     benchmark:
