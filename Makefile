@@ -6,7 +6,7 @@ CORES ?= 2
 SNAKEMAKE := $(PY) -m snakemake --profile workflow/profiles/default --cores $(CORES)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo report test lint dryrun-paper install clean
+.PHONY: demo report test lint dryrun-paper plan install clean
 
 $(VENV)/.installed: tools/install.sh requirements/lock.txt
 	bash tools/install.sh
@@ -33,11 +33,18 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m snakemake --lint
 
+# Paper scale without the data: empty placeholder dataset roots, the slurm profile's resources.
+PLACEHOLDERS := results/plan/placeholders
 dryrun-paper: $(VENV)/.installed
-	$(PY) -m snakemake -n --config scale=paper -- results/table1.csv
+	$(PY) -m cluster placeholders --out $(PLACEHOLDERS)
+	$(PY) -m snakemake -n --profile slurm --config scale=paper --configfile $(PLACEHOLDERS)/roots.yaml -- results/table1.csv
+
+# Estimated GPU-hours per table and in total (README: Paper-scale GPU-hour plan).
+plan: $(VENV)/.installed
+	$(PY) -m cluster gpu-plan --out-csv results/plan/gpu_hours.csv --out-md results/plan/gpu_hours.md
 
 clean:
 	rm -rf results/prepare results/pretrain results/imported results/finetune results/logs results/benchmarks \
 	  results/analysis results/report results/report.html results/report.png results/figures results/sweeps \
 	  results/table*.csv results/table*.md results/transfer.csv results/transfer.md results/benchmarks.csv \
-	  results/benchmarks.md
+	  results/benchmarks.md results/plan

@@ -20,6 +20,8 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/tables.smk"
 
 
+# Jobs that take seconds and little memory run where Snakemake runs (under --profile slurm, the
+# submit host) instead of waiting in the queue: targets, tables, figures, index and format conversions.
 localrules:
     all,
     prepare,
@@ -27,7 +29,20 @@ localrules:
     finetune,
     analysis,
     tables,
+    shard_index,
+    coco_subset,
+    convert_detectron2,
+    convert_mmseg,
+    paper_table,
+    table2,
+    table3,
+    table13,
+    sweep_table,
+    transfer_table,
+    bsds_table,
+    benchmark_summary,
     table_html,
+    pretrain_losses,
     pair_figure,
     stage_figure,
     pca_rgb_figure,

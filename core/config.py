@@ -32,6 +32,6 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
         lines = [_describe(e) for e in errors]
         raise WorkflowError(
-            "invalid configuration (schema: workflow/schemas/config.schema.yaml):\n  " + "\n  ".join(lines)
+            f"invalid configuration (schema: workflow/schemas/{Path(schema_path).name}):\n  " + "\n  ".join(lines)
             + "\nNested overrides belong in a --configfile: `--config key={...}` passes every value as a string."
         ) from None

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("train", help="pretrain one method and export its backbone")
+    p = commands.add_parser("train", help="pretrain one method and export its backbone (under torchrun: data-parallel, "
+                                          "pretrain.batch_size split over the processes)")
     p.add_argument("--method", required=True)
     p.add_argument("--image-list", required=True, help="file from `python -m prepare image-list`")
     p.add_argument("--config-json", required=True, help="the config's `pretrain` section as JSON")

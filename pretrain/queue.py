@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pretrain.distributed import concat_all_gather
+
 
 class FeatureQueue(nn.Module):
     """A FIFO of L2-normalised keys, kept as a buffer so it is saved and restored with the model."""
@@ -17,7 +19,10 @@ class FeatureQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, keys: torch.Tensor) -> None:
-        """Replace the oldest entries with `keys` [B, dim], wrapping around the end."""
+        """Replace the oldest entries with `keys` [B, dim], wrapping around the end. Under DDP every rank
+        pushes the keys of all ranks in rank order (each rank's are its slice of the global batch), so the
+        queues stay equal to each other and to the single-process queue."""
+        keys = concat_all_gather(keys)
         size = self.keys.shape[0]
         idx = (self.ptr + torch.arange(keys.shape[0], device=keys.device)) % size
         self.keys[idx] = keys.detach()

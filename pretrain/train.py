@@ -3,7 +3,12 @@
 A run is fully determined by (config, seed): the model is initialised from the seed, the data
 order of epoch e from (seed, e), and each sample's views from (seed, e, index). The resume state
 holds model, optimizer and iteration, so a killed run that restarts reproduces the uninterrupted
-run bit for bit on CPU; it is deleted once the backbone is exported.
+run bit for bit on CPU; it is deleted once the backbone is exported. SIGTERM / SIGUSR1 (the
+scheduler's preemption) end the run at an iteration boundary with that state saved.
+
+Under torchrun the processes split every global batch (`pretrain.distributed`); rank 0 alone writes
+the log, the state and the export, whose keys are those of a single-process run, so either resumes
+the other.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +26,19 @@ from tqdm import tqdm
 
 from core.errors import UserError
 from core.io import atomic_path
+from core.preemption import StopRequest, ignore_stop_signals
 from core.provenance import provenance
 from prepare.image_list import read_image_list
 from prepare.shards import ShardedStore
 from pretrain.data import PretrainImages
+from pretrain.distributed import (
+    World,
+    data_parallel,
+    mean_over_ranks,
+    per_rank_batch,
+    process_group,
+    rank_indices,
+)
 from pretrain.export import export, load_training_state
 from pretrain.methods import build_method, method_class
 from pretrain.optim import build_optimizer, lr_at
@@ -53,11 +68,12 @@ def training_images(method: str, image_list: str, cfg: dict[str, Any], seed: int
     return PretrainImages(image_list, functools.partial(cls.make_sample, cfg=cfg), cls.min_side(cfg), seed, store)
 
 
-def _batches(dataset: PretrainImages, cfg: dict[str, Any], epoch: int, first_batch: int) -> DataLoader:
+def _batches(dataset: PretrainImages, cfg: dict[str, Any], epoch: int, first_batch: int, world: World) -> DataLoader:
     batch = cfg["batch_size"]
     dataset.set_epoch(epoch)
     order = epoch_order(len(dataset), dataset.seed, epoch)[first_batch * batch:]
-    return DataLoader(dataset, batch_size=batch, sampler=order, drop_last=True, num_workers=cfg["workers"])
+    return DataLoader(dataset, batch_size=per_rank_batch(batch, world), sampler=rank_indices(order, batch, world),
+                      drop_last=True, num_workers=cfg["workers"], worker_init_fn=ignore_stop_signals)
 
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -88,9 +104,30 @@ def image_list_hash(paths: list[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:12]
 
 
+def _resume(state_path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler, total: int) -> int:
+    """Load the resume state if there is one; the iteration to start from."""
+    if not state_path.exists():
+        return 0
+    state = load_training_state(state_path)
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    log.info("resuming from iteration %d of %d (%s)", state["iteration"], total, state_path)
+    return state["iteration"]
+
+
+def _global_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The losses averaged over the ranks: rank 0 logs the global loss, and all ranks see the same
+    non-finite value and stop together rather than leave the others waiting in a collective."""
+    means = mean_over_ranks(torch.stack([value.detach().float() for value in losses.values()]))
+    return dict(zip(losses, means.tolist(), strict=True))
+
+
 def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir: str | Path, data_name: str,
           device: str = "cpu", threads: int = 1, prepared: str | Path | None = None) -> None:
-    """Pretrain `method` on the images of `image_list` and export the backbone to `out_dir`."""
+    """Pretrain `method` on the images of `image_list` and export the backbone to `out_dir`; under torchrun,
+    as one of its processes."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
@@ -109,51 +146,57 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
     total = cfg["epochs"] * iters_per_epoch
     warmup = cfg["warmup_epochs"] * iters_per_epoch
 
-    model = build_method(method, cfg["arch"], cfg).to(device)
-    optimizer = build_optimizer(model, cfg)
-    amp = cfg["amp"] and device == "cuda"  # mixed precision where the protocol asks for it (LC-loss), GPU only
-    scaler = torch.amp.GradScaler(device, enabled=amp)
-    state_path = out / STATE_FILE
-    start = 0
-    if state_path.exists():
-        state = load_training_state(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start = state["iteration"]
-        log.info("resuming from iteration %d of %d (%s)", start, total, state_path)
+    with process_group(device) as world, StopRequest() as stop:
+        per_rank_batch(cfg["batch_size"], world)  # fail before building anything
+        on = world.device(device)
+        net = build_method(method, cfg["arch"], cfg).to(on)
+        optimizer = build_optimizer(net, cfg)
+        amp = cfg["amp"] and device == "cuda"  # mixed precision where the protocol asks for it (LC-loss), GPU only
+        scaler = torch.amp.GradScaler(device, enabled=amp)
+        state_path = out / STATE_FILE
+        start = _resume(state_path, net, optimizer, scaler, total)
+        model = data_parallel(net, world, net.unused_parameters)  # `net` stays the module that is saved
 
-    saved = start
-    loss_log = LossLog(out / "train_log.csv", start)
-    model.train()
-    progress = tqdm(total=total, initial=start, desc=f"pretrain {method}", unit="it", dynamic_ncols=True)
-    iteration = start
-    while iteration < total:
-        epoch, first_batch = divmod(iteration, iters_per_epoch)
-        for batch in _batches(dataset, cfg, epoch, first_batch):
-            lr = lr_at(cfg, iteration, total, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with torch.autocast(device_type=device, enabled=amp):
-                losses = model(**batch, iteration=iteration, total=total)
-            if not torch.isfinite(losses["loss"]):
-                last = f"{state_path} (iteration {saved})" if saved else "none yet"
-                raise UserError(f"{method}: loss is {losses['loss'].item()} at iteration {iteration}; last good "
-                                f"checkpoint: {last}. Lower pretrain.base_lr (now {cfg['base_lr']}) or check the "
-                                "input images, then rerun: training resumes from that checkpoint.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
-            loss_log.write(iteration, lr, {name: value.item() for name, value in losses.items()})
-            progress.update(1)
-            progress.set_postfix(loss=f"{losses['loss'].item():.4f}", lr=f"{lr:.4f}")
-            if iteration % cfg["checkpoint_every"] == 0 or iteration == total:
-                _save_state(state_path, model, optimizer, scaler, iteration)
-                saved = iteration
-    progress.close()
+        saved = start
+        loss_log = LossLog(out / "train_log.csv", start) if world.is_main else None
+        model.train()
+        progress = tqdm(total=total, initial=start, desc=f"pretrain {method}", unit="it", dynamic_ncols=True,
+                        disable=not world.is_main)
+        iteration = start
+        while iteration < total:
+            epoch, first_batch = divmod(iteration, iters_per_epoch)
+            for batch in _batches(dataset, cfg, epoch, first_batch, world):
+                lr = lr_at(cfg, iteration, total, warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = {key: value.to(on) for key, value in batch.items()}
+                with torch.autocast(device_type=device, enabled=amp):
+                    losses = model(**batch, iteration=iteration, total=total)
+                values = _global_values(losses)
+                if not math.isfinite(values["loss"]):
+                    last = f"{state_path} (iteration {saved})" if saved else "none yet"
+                    raise UserError(f"{method}: loss is {values['loss']} at iteration {iteration}; last good "
+                                    f"checkpoint: {last}. Lower pretrain.base_lr (now {cfg['base_lr']}) or check the "
+                                    "input images, then rerun: training resumes from that checkpoint.")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(losses["loss"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                iteration += 1
+                if loss_log is not None:
+                    loss_log.write(iteration, lr, values)
+                progress.update(1)
+                progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.4f}")
+                stopping = stop.agreed()  # all ranks stop after the same iteration
+                if iteration % cfg["checkpoint_every"] == 0 or iteration == total or stopping:
+                    if world.is_main:
+                        _save_state(state_path, net, optimizer, scaler, iteration)
+                    saved = iteration
+                if stopping:
+                    stop.exit(str(state_path))  # once rank 0 has saved
+        progress.close()
+    if not world.is_main:
+        return
 
     meta = {
         "method": method,
@@ -163,7 +206,7 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
         "iterations": total,
         "provenance": provenance(cfg, seed),
     }
-    export(model.state_dict(), meta, out)
+    export(net.state_dict(), meta, out)
     # The resume state (2-3 copies of the weights with the optimizer's) serves only an interrupted run.
     state_path.unlink(missing_ok=True)
     log.info("exported %s", out / "backbone.pth")

@@ -17,6 +17,11 @@ from prepare.shards import image_list_hash, run_shard, write_index
 BSDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bsds500" / "BSDS500"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the `slurm` tests last: see test_slurm.test_slurm_tests_run_last."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)  # stable: keeps the rest in order
+
+
 def edge_model_cli(argv: list[str]) -> None:
     """`python -m prepare edge-model ...` in process."""
     parser = argparse.ArgumentParser()

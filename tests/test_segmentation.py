@@ -4,8 +4,10 @@ VOCdevkit (FCN fine-tuned, FCN on a frozen backbone, DeepLabV3 ASPP on frozen fe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -15,13 +17,14 @@ import pytest
 import torch
 import torchvision
 from PIL import Image, ImageDraw
+from stop_at_iteration import run_stopped
 
 from core.errors import UserError
 from finetune.segmentation import cli, compat, convert
 from finetune.segmentation.config import build_config, build_model
 from finetune.segmentation.datasets import check_cityscapes, check_voc2012
 from finetune.segmentation.protocol import SegmentationProtocol
-from finetune.segmentation.train import FrozenBackboneHook
+from finetune.segmentation.train import FrozenBackboneHook, run
 from prepare.voc import voc_palette
 
 # finetune.voc_segmentation at test scale: FCN fine-tuned on VOC (LC-loss Table 3).
@@ -35,16 +38,20 @@ ASPP = {**PROTOCOL, "head": "aspp", "head_input": "layer3", "auxiliary_head": Fa
 _COLOURS = ((200, 30, 30), (30, 200, 30), (30, 30, 200))
 
 
+def segmentation_argv(data_root: Path, weights: str, out: Path, protocol: dict[str, object], seed: int = 0,
+                      name: str = "voc_segmentation", keep_checkpoints: bool = False) -> list[str]:
+    """The arguments of `python -m finetune segmentation` for a CPU run of `protocol`."""
+    return ["segmentation", "--data-root", str(data_root), "--weights", weights, "--arch", "resnet18",
+            "--out", str(out), "--name", name, "--protocol-json", json.dumps(protocol), "--seed", str(seed),
+            "--threads", "1", "--device", "cpu"] + ["--keep-checkpoints"] * keep_checkpoints
+
+
 def run_segmentation(data_root: Path, weights: str, out: Path, protocol: dict[str, object], seed: int = 0,
                      name: str = "voc_segmentation", keep_checkpoints: bool = False) -> dict[str, object]:
     """Run `python -m finetune segmentation` in this process; return its metrics.json."""
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(required=True))
-    args = parser.parse_args(
-        ["segmentation", "--data-root", str(data_root), "--weights", weights, "--arch", "resnet18", "--out", str(out),
-         "--name", name, "--protocol-json", json.dumps(protocol), "--seed", str(seed), "--threads", "1",
-         "--device", "cpu"] + ["--keep-checkpoints"] * keep_checkpoints
-    )  # fmt: skip
+    args = parser.parse_args(segmentation_argv(data_root, weights, out, protocol, seed, name, keep_checkpoints))
     args.func(args)
     return json.loads((out / "metrics.json").read_text())
 
@@ -128,13 +135,31 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     return out / "backbone.pth", state
 
 
-@pytest.fixture
-def restore_torch_globals() -> Iterator[None]:
+@contextlib.contextmanager
+def _torch_globals_restored() -> Iterator[None]:
     """The Runner turns on deterministic algorithms and sets threads; keep other tests unaffected."""
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     yield
     torch.use_deterministic_algorithms(deterministic)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def restore_torch_globals() -> Iterator[None]:
+    with _torch_globals_restored():
+        yield
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, voc_root: Path,
+              backbone: tuple[Path, dict[str, torch.Tensor]]) -> tuple[Path, Path, dict[str, object]]:
+    """An uninterrupted run of PROTOCOL from the converted backbone, checkpoints kept: (weights, out, metrics.json)."""
+    folder = tmp_path_factory.mktemp("reference")
+    weights = folder / "mmseg.pth"
+    convert.convert(backbone[0], weights)
+    with _torch_globals_restored():
+        metrics = run_segmentation(voc_root, str(weights), folder / "a", PROTOCOL, keep_checkpoints=True)
+    return weights, folder / "a", metrics
 
 
 def test_point_sample_is_bilinear_in_unit_coordinates() -> None:
@@ -275,18 +300,17 @@ def test_train_aug_adds_sbd_masks(tmp_path: Path, voc_root: Path) -> None:
 
 @pytest.mark.usefixtures("restore_torch_globals")
 def test_tiny_run_is_reproducible_and_resumes(
-    tmp_path: Path, voc_root: Path, backbone: tuple[Path, dict[str, torch.Tensor]]
+    tmp_path: Path, voc_root: Path, backbone: tuple[Path, dict[str, torch.Tensor]],
+    reference: tuple[Path, Path, dict[str, object]],
 ) -> None:
-    weights = tmp_path / "mmseg.pth"
-    convert.convert(backbone[0], weights)
-    first = run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL, keep_checkpoints=True)
+    weights, out, first = reference
     assert first["protocol"] == "voc_segmentation"
     assert first["weights"] == str(weights)
     assert first["iterations"] == PROTOCOL["max_iters"]
     assert first["provenance"]["seed"] == 0
     assert set(first["metrics"]) == {"mIoU", "mAcc", "aAcc"}
     assert all(0 <= value <= 100 for value in first["metrics"].values())
-    work = tmp_path / "a" / "work"
+    work = out / "work"
     assert (work / "iter_4.pth").is_file() and (work / "iter_2.pth").is_file()
     # Fine-tuning (the control of the frozen test below): weights and BN statistics of the backbone move.
     trained = _checkpoint(work / "iter_4.pth")
@@ -296,21 +320,44 @@ def test_tiny_run_is_reproducible_and_resumes(
     # Same seed, same run.
     assert run_segmentation(voc_root, str(weights), tmp_path / "b", PROTOCOL)["metrics"] == first["metrics"]
 
-    # A rerun in the same folder resumes from the last checkpoint: no training left, same evaluation.
-    (tmp_path / "a" / "metrics.json").unlink()
-    assert run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL, keep_checkpoints=True)["metrics"] \
-        == first["metrics"]
+    # A rerun in the same folder resumes from the last checkpoint: no training left, same evaluation (and the
+    # reference's files unchanged).
+    (out / "metrics.json").unlink()
+    assert run_segmentation(voc_root, str(weights), out, PROTOCOL, keep_checkpoints=True)["metrics"] == first["metrics"]
     logs = "".join(path.read_text() for path in work.glob("*/*.log"))
     assert f"resuming from {work / 'iter_4.pth'}" in logs
     # ... but never from another run's checkpoints.
     with pytest.raises(UserError, match="checkpoints of a different run"):
-        run_segmentation(voc_root, str(weights), tmp_path / "a", PROTOCOL, seed=1)
+        run_segmentation(voc_root, str(weights), out, PROTOCOL, seed=1)
     # By default the work dir keeps the final weights only, tensors only, equal to the last checkpoint's.
     pruned_work = tmp_path / "b" / "work"
     assert sorted(p.name for p in pruned_work.glob("*.pth")) == ["model_final.pth"]
     assert not (pruned_work / "last_checkpoint").exists()
     pruned = torch.load(pruned_work / "model_final.pth", weights_only=True)["state_dict"]
     assert pruned.keys() == trained.keys() and all(torch.equal(pruned[k], trained[k]) for k in trained)
+
+
+@pytest.mark.usefixtures("restore_torch_globals")
+def test_stop_signal_checkpoints_and_the_rerun_finishes_as_the_uninterrupted_run(
+    tmp_path: Path, voc_root: Path, reference: tuple[Path, Path, dict[str, object]]
+) -> None:
+    """SIGTERM during iteration 3 of 4: iter_3.pth, exit 143; the rerun resumes and ends bit-identical to the
+    uninterrupted run (CPU, workers=0: mmengine replays the data stream up to the checkpoint)."""
+    weights, reference_out, reference_metrics = reference
+    out = tmp_path / "run"
+    code, output = run_stopped(segmentation_argv(voc_root, str(weights), out, PROTOCOL), iteration=2)
+    assert code == 128 + signal.SIGTERM, output
+    work = out / "work"
+    assert (work / "last_checkpoint").read_text() == str(work / "iter_3.pth")
+    assert torch.load(work / "iter_3.pth", map_location="cpu", weights_only=False)["meta"]["iter"] == 3
+    assert not (out / "metrics.json").exists()
+
+    assert run_segmentation(voc_root, str(weights), out, PROTOCOL)["metrics"] == reference_metrics["metrics"]
+    assert f"resuming from {work / 'iter_3.pth'}" in "".join(path.read_text() for path in work.glob("*/*.log"))
+    final = _checkpoint(work / "model_final.pth")
+    expected = _checkpoint(reference_out / "work" / "iter_4.pth")
+    assert final.keys() == expected.keys()
+    assert [key for key in expected if not torch.equal(final[key], expected[key])] == []
 
 
 @pytest.mark.usefixtures("restore_torch_globals")
@@ -383,6 +430,31 @@ def test_aspp_frozen_run_trains_only_the_head(
     assert {key.removeprefix("backbone.") for key in state if key.startswith("backbone.")} == kept.keys()
     assert all(torch.equal(state["backbone." + key], value) for key, value in kept.items())
     assert not any(key.startswith("auxiliary_head.") for key in state)
+
+
+def test_torchrun_config_splits_the_total_batch_and_syncs_bn(tmp_path: Path, voc_root: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun (WORLD_SIZE 4): mmengine's pytorch launcher, SyncBN in every norm layer, and the protocol's
+    batch_size (the total, mmseg's 4xb4 = 16) split into 4 per process; one process keeps BN and the whole batch."""
+    protocol = SegmentationProtocol.from_json(json.dumps({**PROTOCOL, "batch_size": 16}))
+    settings = dict(data_dir=voc_root / "VOC2012", weights=None, arch="resnet18", protocol=protocol, seed=0,
+                    work_dir=tmp_path)
+
+    def norms(model: dict) -> set[str]:  # the backbone's and both heads' norm_cfg
+        return {part.norm_cfg.type for part in (model.backbone, model.decode_head, model.auxiliary_head)}
+
+    distributed = build_config(**settings, world_size=4)
+    assert distributed.launcher == "pytorch" and distributed.train_dataloader.batch_size == 4
+    assert norms(distributed.model) == {"SyncBN"}
+    single = build_config(**settings)
+    assert single.launcher == "none" and single.train_dataloader.batch_size == 16 and norms(single.model) == {"BN"}
+    with pytest.raises(UserError, match=r"batch_size 16 is the total .* over 3: launch one of \[1, 2, 4, 8, 16\]"):
+        build_config(**settings, world_size=3)
+    # Several processes train on GPUs only (mmengine binds each to a GPU; SyncBN needs CUDA).
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="torchrun started 2 processes but --device is cpu"):
+        run(data_root=voc_root, weights=None, arch="resnet18", name="voc_segmentation", protocol=protocol, seed=0,
+            threads=1, device="cpu", out=tmp_path / "out")
 
 
 def test_step_schedule_divides_by_ten_at_the_steps() -> None:

@@ -194,6 +194,17 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
     pretrain_jobs = [block for block in out.split("\n\n") if "rule pretrain_run:" in block]
     assert pretrain_jobs and all("gpu=8" in block and "runtime=4320" in block for block in pretrain_jobs)
+    # Each job's GPUs reach its launcher: torchrun with one process per GPU (pretraining, mmseg), Detectron2's
+    # own launch (--gpus); one task per node gets gpus x cpus_per_gpu cpus.
+    signals = "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+    def commands(pattern: str) -> int:
+        return len(re.findall(rf"^Shell command: {pattern}", out, re.M))
+
+    assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 344
+    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 112
+    assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 886
+    assert all("cpus_per_task=64" in block for block in pretrain_jobs)
     shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
     assert len(shard_resources) == 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
     edge_resources = re.search(r"rule edge_model:.*?resources: ([^\n]*)", out, re.S).group(1)

@@ -6,15 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from finetune.common import add_converter, add_protocol
+from finetune.common import add_converter, add_protocol, non_negative_int, positive_int
 from finetune.detection import convert
 
 
 def _detection(protocol_json: str, **kwargs: Any) -> None:
     # Imported here, so `python -m finetune` also starts in environments without Detectron2 (envs/mmseg.yml).
-    from finetune.detection import train
+    from finetune.detection import launcher, train
 
-    train.run(protocol=train.parse_protocol(protocol_json), **kwargs)
+    launcher.launch_detection(protocol=train.parse_protocol(protocol_json), **kwargs)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,3 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--train-json", type=Path, default=None,
                         help="COCO train annotations replacing annotations/*_train2017.json (mini-COCO subsets)")
+    # Detectron2's tools/train_net.py options; the protocol's ims_per_batch is the total over all processes.
+    parser.add_argument("--gpus", type=non_negative_int, default=0,
+                        help="training processes (GPUs) per machine: 0 = one process on --device (default cpu); "
+                        "N >= 1 = N CUDA processes, SyncBN when more than one process in all")
+    parser.add_argument("--num-machines", type=positive_int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0, help="this machine's rank, 0 to --num-machines - 1")
+    parser.add_argument("--dist-url", default="auto",
+                        help="rendezvous of the processes, e.g. tcp://<machine 0's host>:<port>; 'auto' = a free local "
+                        "port (one machine)")
+    parser.set_defaults(device=None)  # --gpus N >= 1 implies cuda (launcher._check)

@@ -21,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 
 from core.errors import UserError
 from core.io import write_json
+from core.preemption import StopRequest
 from core.provenance import config_hash, provenance
 from finetune.common import check_resumable, keep_final_weights, parse_protocol_json
 from finetune.detection import (
@@ -28,6 +29,7 @@ from finetune.detection import (
     roi_heads,  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 )
 from finetune.detection.convert import DEPTHS, read_arch
+from finetune.detection.preemption import PreemptionHook
 
 CONFIGS = Path(__file__).with_name("configs")
 # model -> the datasets it can be trained on (its config file is configs/<model>.yaml).
@@ -147,13 +149,29 @@ def build_cfg(
     return cfg
 
 
+# Detectron2 < 0.6 checkpoints leave out the optimizer state (SGD momentum), so a resumed run restarted it
+# from zero; later versions save and load it under "_trainer" themselves.
+_SAVES_OPTIMIZER = "state_dict" in vars(DefaultTrainer)
+
+
 class TransferTrainer(DefaultTrainer):
-    """DefaultTrainer evaluating with each dataset's own metric (VOC AP or COCO AP)."""
+    """DefaultTrainer evaluating with each dataset's own metric (VOC AP or COCO AP), whose checkpoints hold
+    the optimizer state on every Detectron2 version."""
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> DatasetEvaluator:
         tasks = ("bbox",) + ("segm",) * cfg.MODEL.MASK_ON + ("keypoints",) * cfg.MODEL.KEYPOINT_ON
         return datasets.build_evaluator(dataset_name, tasks, cfg.OUTPUT_DIR)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.setdefault("_trainer", self._trainer.state_dict())  # as Detectron2 >= 0.6 does
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if not _SAVES_OPTIMIZER and "_trainer" in state_dict:  # checkpoints from before this fix lack it
+            self._trainer.load_state_dict(state_dict["_trainer"])
 
 
 def _metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -197,10 +215,12 @@ def run(
     device: str,
     out: Path,
     keep_checkpoints: bool = False,
-) -> dict[str, Any]:
-    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds.
+) -> dict[str, Any] | None:
+    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds (None on the
+    ranks other than 0 of a distributed run).
 
-    Unless `keep_checkpoints`, the work dir then keeps only the final weights (`keep_final_weights`).
+    Unless `keep_checkpoints`, the work dir then keeps only the final weights (`keep_final_weights`). On a
+    stop signal (core.preemption), training saves a resume checkpoint and exits with 128 + signal number.
     """
     if weights is not None:
         weights_arch = read_arch(weights)
@@ -228,16 +248,20 @@ def run(
     trainer.resume_or_load(resume=True)
     if trainer.start_iter > 0:
         logger.info("resuming from iteration %d", trainer.start_iter)
-    try:
-        trainer.train()
-    except Exception as err:
-        divergence = _divergence(err)
-        if divergence is None:
-            raise
-        raise UserError(
-            f"training diverged ({divergence}); lower base_lr (now {protocol['base_lr']}) or raise warmup_iters in the "
-            f"protocol, then delete {work_dir} and rerun."
-        ) from err
+    with StopRequest() as stop:
+        trainer.register_hooks([PreemptionHook(stop)])
+        try:
+            trainer.train()
+        except Exception as err:
+            divergence = _divergence(err)
+            if divergence is None:
+                raise
+            raise UserError(
+                f"training diverged ({divergence}); lower base_lr (now {protocol['base_lr']}) or raise warmup_iters "
+                f"in the protocol, then delete {work_dir} and rerun."
+            ) from err
+    if not comm.is_main_process():
+        return None  # the evaluators gather the results on rank 0, which writes the outputs
 
     # Set by DefaultTrainer's final EvalHook; train() returns it only when TEST.EXPECTED_RESULTS is set.
     metrics = _metrics(trainer._last_eval_results)
@@ -254,7 +278,7 @@ def run(
         "provenance": provenance(protocol, seed),
     }
     write_json(out / "metrics.json", summary)
-    if not keep_checkpoints and comm.is_main_process():
+    if not keep_checkpoints:
         # The checkpointer holds the model unwrapped from DistributedDataParallel.
         keep_final_weights(work_dir, trainer.checkpointer.model.state_dict(), "model", "model_*.pth")
     logger.info("%s: %s", name, ", ".join(f"{key} {value:.2f}" for key, value in metrics.items()))

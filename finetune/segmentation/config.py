@@ -17,10 +17,13 @@ Values that differ from those configs, and why:
   whose pretrained weights `Pretrained` then skips (it loads non-strictly).
 - a frozen backbone: `frozen_stages` = all stages (no gradients, BN in eval mode) and `norm_eval=True`,
   so neither weights nor BN statistics change (LC-loss Table 4, hierarchical grouping Sec. 4.2).
-- norm `BN` instead of `SyncBN`: one process (SyncBN needs a distributed group).
+- norm `SyncBN` (as mmseg) only under torchrun with several processes; `BN` in one process, where
+  SyncBN has no process group to synchronise over.
+- `launcher='pytorch'` under torchrun (WORLD_SIZE > 1), else 'none'. The protocol's batch_size is the
+  total batch of the paper (e.g. 16 = mmseg's 4xb4); the dataloader's is per process: batch_size / processes.
 - pretrained weights through the backbone's `init_cfg` (`Pretrained`, prefix "backbone.") from
   `python -m finetune convert-mmseg`, or mmseg's default random init with `--weights none`.
-- crop, resize scale, iterations, batch size, learning rate and schedule from the protocol.
+- crop, resize scale, iterations, learning rate and schedule from the protocol.
   PolyLR `eta_min` = base_lr / 100 (mmseg: 1e-4 for lr 0.01), so it stays below any base_lr.
 - no validation during training; mIoU, mAcc, aAcc are computed once by the test loop on the
   dataset's val split after training (also after resuming a finished run).
@@ -38,6 +41,7 @@ from typing import Any, NamedTuple
 
 from mmengine.config import Config
 
+from core.errors import UserError
 from finetune.segmentation import datasets
 from finetune.segmentation.convert import DEPTHS, PREFIX
 from finetune.segmentation.protocol import SegmentationProtocol
@@ -97,11 +101,12 @@ def _backbone(depth: int, weights: Path | None, protocol: SegmentationProtocol, 
     return backbone
 
 
-def build_model(arch: str, weights: Path | None, protocol: SegmentationProtocol) -> dict[str, Any]:
-    """The EncoderDecoder config: d8 ResNet, FCN or ASPP decode head, optional FCN auxiliary head."""
+def build_model(arch: str, weights: Path | None, protocol: SegmentationProtocol, norm: str = "BN") -> dict[str, Any]:
+    """The EncoderDecoder config: d8 ResNet, FCN or ASPP decode head, optional FCN auxiliary head; every
+    norm layer of type `norm` ("BN" or "SyncBN")."""
     depth = DEPTHS[arch]
     widths = _WIDTHS[depth]
-    norm_cfg = dict(type="BN", requires_grad=True)
+    norm_cfg = dict(type=norm, requires_grad=True)
     index = protocol.head_stage
     common = dict(in_channels=widths.stages[index], in_index=index, channels=widths.channels, protocol=protocol,
                   norm_cfg=norm_cfg)
@@ -171,19 +176,34 @@ def _dataloader(dataset: dict[str, Any], **loader: Any) -> dict[str, Any]:
     return dict(num_workers=0, persistent_workers=False, dataset=dataset, **loader)
 
 
+def per_process_batch(protocol: SegmentationProtocol, world_size: int) -> int:
+    """The dataloader's batch_size (mmseg's is per GPU) that gives the protocol's total batch over `world_size`."""
+    if protocol.batch_size % world_size:
+        counts = [n for n in range(1, protocol.batch_size + 1) if protocol.batch_size % n == 0]
+        raise UserError(
+            f"protocol batch_size {protocol.batch_size} is the total over all processes and does not split over "
+            f"{world_size}: launch one of {counts} processes (torchrun --nproc-per-node x nodes)."
+        )
+    return protocol.batch_size // world_size
+
+
 def build_config(
-    *, data_dir: Path, weights: Path | None, arch: str, protocol: SegmentationProtocol, seed: int, work_dir: Path
+    *, data_dir: Path, weights: Path | None, arch: str, protocol: SegmentationProtocol, seed: int, work_dir: Path,
+    world_size: int = 1,
 ) -> Config:
-    """The Runner config of one run; `data_dir` is what `datasets.check_root` returned for the protocol."""
+    """The Runner config of one run on `world_size` processes (torchrun's WORLD_SIZE); `data_dir` is what
+    `datasets.check_root` returned for the protocol."""
     train_pipeline, test_pipeline = _pipelines(protocol)
+    distributed = world_size > 1
     return Config(
         dict(
             default_scope="mmseg",
             work_dir=str(work_dir),
-            model=build_model(arch, weights, protocol),
+            launcher="pytorch" if distributed else "none",
+            model=build_model(arch, weights, protocol, norm="SyncBN" if distributed else "BN"),
             train_dataloader=_dataloader(
                 datasets.train_dataset(protocol.dataset, data_dir, protocol.train_aug, train_pipeline),
-                batch_size=protocol.batch_size,
+                batch_size=per_process_batch(protocol, world_size),
                 sampler=dict(type="InfiniteSampler", shuffle=True),
             ),
             test_dataloader=_dataloader(

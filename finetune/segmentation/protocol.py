@@ -41,7 +41,7 @@ class SegmentationProtocol:
     auxiliary_head: bool
     frozen_backbone: bool
     max_iters: int
-    batch_size: int
+    batch_size: int  # the total over all processes (the paper's); config.per_process_batch divides it
     crop_size: int
     resize_scale: tuple[int, int]
     base_lr: float

@@ -17,12 +17,14 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 from core.errors import UserError
 from core.io import write_json
+from core.preemption import StopRequest
 from core.provenance import config_hash, provenance
 from finetune.common import abbreviate, check_resumable, keep_final_weights
 from finetune.segmentation.compat import ensure_mmcv_ops
 from finetune.segmentation.config import build_config
 from finetune.segmentation.convert import read_arch
 from finetune.segmentation.datasets import check_root
+from finetune.segmentation.preemption import PreemptionHook, RandomStateHook
 from finetune.segmentation.protocol import SegmentationProtocol
 
 METRICS = ("mIoU", "mAcc", "aAcc")
@@ -79,12 +81,20 @@ class _Runner(Runner):
             super().resume(filename, *args, **kwargs)
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, world_size: int) -> None:
     # mmengine's Runner puts the model on the GPU whenever one is visible, whatever we ask.
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no GPU is visible; pass --device cpu.")
     if device == "cpu" and torch.cuda.is_available():
         raise UserError("--device cpu but a GPU is visible; hide it with CUDA_VISIBLE_DEVICES= or pass --device cuda.")
+    # mmengine's launcher binds each process to GPU LOCAL_RANK, and torch's SyncBN runs on GPUs only.
+    if world_size > 1 and device == "cpu":
+        raise UserError(f"torchrun started {world_size} processes but --device is cpu: distributed training needs "
+                        "--device cuda; run one CPU process without torchrun.")
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if world_size > 1 and local_processes > torch.cuda.device_count():
+        raise UserError(f"torchrun started {local_processes} processes on this node but {torch.cuda.device_count()} "
+                        "GPUs are visible; pass --nproc-per-node <= the GPU count.")
 
 
 def run(
@@ -99,14 +109,17 @@ def run(
     device: str,
     out: Path,
     keep_checkpoints: bool = False,
-) -> dict[str, Any]:
-    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds.
+) -> dict[str, Any] | None:
+    """Train, evaluate and write `out`/metrics.json (last, atomically); return what it holds (None on the
+    ranks other than 0 under torchrun).
 
     `name` is the protocol's config section, recorded as metrics.json's "protocol". Unless
-    `keep_checkpoints`, the work dir then keeps only the final weights (`keep_final_weights`).
+    `keep_checkpoints`, the work dir then keeps only the final weights (`keep_final_weights`). On a
+    stop signal (core.preemption), training saves a resume checkpoint and exits with 128 + signal number.
     """
     data_dir = check_root(protocol.dataset, data_root, protocol.train_aug)
-    _check_device(device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    _check_device(device, world_size)
     if weights is not None and (weights_arch := read_arch(weights)) != arch:
         raise UserError(f"{weights} holds a {weights_arch} backbone but --arch is {arch}; pass --arch {weights_arch}.")
     torch.set_num_threads(threads)
@@ -118,15 +131,21 @@ def run(
         {"protocol": protocol.as_dict(), "seed": seed, "weights": weights_str, "arch": arch, "data": str(data_root)}
     )
     check_resumable(work_dir, run_key, has_checkpoint=find_latest_checkpoint(str(work_dir)) is not None)
-    cfg = build_config(data_dir=data_dir, weights=weights, arch=arch, protocol=protocol, seed=seed, work_dir=work_dir)
+    cfg = build_config(data_dir=data_dir, weights=weights, arch=arch, protocol=protocol, seed=seed, work_dir=work_dir,
+                       world_size=world_size)
     runner = _Runner.from_cfg(cfg)
     runner.register_hook(FiniteLossHook(protocol.base_lr, work_dir))
+    runner.register_hook(RandomStateHook())
     if protocol.frozen_backbone:
         runner.register_hook(FrozenBackboneHook())
     latest = find_latest_checkpoint(str(work_dir))
     runner.logger.info(f"resuming from {latest}" if latest else "no checkpoint in the work dir: training from scratch")
-    runner.train()
+    with StopRequest() as stop:
+        runner.register_hook(PreemptionHook(stop))
+        runner.train()
     results = runner.test_loop.run()  # not runner.test(): it would reload the checkpoint just written
+    if not is_main_process():
+        return None  # every rank gets the gathered metrics; rank 0 writes the outputs
 
     metrics = {key: round(float(results[key]), 2) for key in METRICS}  # mmseg rounds in float32: drop the noise
     if not all(math.isfinite(value) for value in metrics.values()):
@@ -139,7 +158,7 @@ def run(
         "provenance": provenance(protocol.as_dict(), seed),
     }
     write_json(out / "metrics.json", summary)
-    if not keep_checkpoints and is_main_process():
+    if not keep_checkpoints:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         keep_final_weights(work_dir, model.state_dict(), "state_dict", "iter_*.pth")
     scores = ", ".join(f"{key} {value:.2f}" for key, value in metrics.items())

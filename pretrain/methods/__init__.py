@@ -15,6 +15,11 @@ The contract the training loop relies on (`PretrainMethod`):
   per iteration. `geom*` are the views' recorded geometry ([B, 5], see `pretrain.views.make_view`);
   `iteration` counts from 0 to `total` - 1 (for warm-ups and momentum schedules). Momentum
   updates happen inside `forward`.
+- `unused_parameters`: True when some trainable parameters get no gradient (e.g. a backbone stage the
+  loss never reaches); DDP then searches each step's graph for them (find_unused_parameters).
+- Under DDP (`pretrain.distributed`) `forward` sees this process's slice of the global batch; a step
+  equals the single-process one when the losses are means over the slice's samples and everything
+  shared across samples (BatchNorm, queues) spans all processes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import abc
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,6 +39,8 @@ from pretrain.views import ViewConfig
 
 
 class PretrainMethod(nn.Module, abc.ABC):
+    unused_parameters: ClassVar[bool] = False
+
     @classmethod
     def view_configs(cls, cfg: dict[str, Any]) -> tuple[ViewConfig, ViewConfig]:
         view = ViewConfig(size=cfg["image_size"])

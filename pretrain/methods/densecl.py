@@ -57,7 +57,7 @@ class DenseCL(MoCoV2):
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
                 iteration: int, total: int) -> dict[str, torch.Tensor]:
-        query_map, key_map = self.encode_pair(view1, view2)
+        query_map, key_map = self.encode_pair(view1, view2, iteration)
         loss_global = self.global_loss(query_map, key_map)
         loss_dense = self.dense_loss(query_map, key_map)
         lam = self.loss_lambda if iteration >= self.warmup_iters else 0.0

@@ -108,6 +108,8 @@ def inside(points: torch.Tensor) -> torch.Tensor:
 
 @register("hiergroup")
 class HierGroup(PretrainMethod):
+    unused_parameters = True  # the trunk's layer4 (Res5) is not part of the hypercolumn
+
     @classmethod
     def view_configs(cls, cfg: dict[str, Any]) -> tuple[ViewConfig, ViewConfig]:
         """Sec. 4.2: random resized crop, horizontal flip, colour jitter (MoCo v2's parameters); no grayscale

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pretrain.distributed import batch_shuffle, batch_unshuffle
 from pretrain.losses import info_nce
 from pretrain.methods import PretrainMethod, register
 from pretrain.models import GlobalHead, ResNetTrunk
@@ -17,8 +18,6 @@ from pretrain.queue import FeatureQueue
 
 @register("mocov2")
 class MoCoV2(PretrainMethod):
-    # MoCo shuffles BN across GPUs to hide intra-batch statistics; a single CPU process cannot, so
-    # at smoke scale the key encoder sees its batch unshuffled (small effect at this size).
     def __init__(self, arch: str, cfg: dict[str, Any]) -> None:
         super().__init__()
         moco = cfg["moco"]
@@ -43,16 +42,21 @@ class MoCoV2(PretrainMethod):
         self.queue.push(k)
         return loss
 
-    def encode_pair(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_pair(self, view1: torch.Tensor, view2: torch.Tensor,
+                    iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Momentum-update the key networks, then the query map of view1 and the key map of view2."""
         ema_update_pairs(self.momentum_pairs(), self.momentum)
         query_map = self.backbone(view1)
         with torch.no_grad():
-            key_map = self.key_backbone(view2)
+            # MoCo's shuffle BN across processes (a no-op in one process). The heads have no BatchNorm, so
+            # unshuffling the backbone map is the same as unshuffling the keys. torch.initial_seed() is the
+            # run's seed (train seeds the global RNG with it), the same on every rank.
+            shuffled, unshuffle = batch_shuffle(view2, torch.initial_seed(), iteration)
+            key_map = batch_unshuffle(self.key_backbone(shuffled), unshuffle)
         return query_map, key_map
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
                 iteration: int, total: int) -> dict[str, torch.Tensor]:
-        query_map, key_map = self.encode_pair(view1, view2)
+        query_map, key_map = self.encode_pair(view1, view2, iteration)
         loss = self.global_loss(query_map, key_map)
         return {"loss": loss, "loss_global": loss.detach()}

@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config
 
 from core.config import validate_config
+from core.launch import torch_launch_prefix
 from analysis.table_specs import ABLATION_TABLE, TABLES, sources_of
 from core.errors import UserError
 
@@ -29,6 +30,14 @@ update_config(_resolved, dict(config))
 config.clear()
 config.update(_resolved)
 validate_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
+
+# The site's SLURM values (partition, account, GPU type, constraint): one file, named in the README.
+_site_file = Path(config.get("slurm_site", WORKFLOW_DIR / "profiles" / "slurm" / "site.yaml"))
+if not _site_file.is_file():
+    raise WorkflowError(f"slurm_site: {_site_file} not found; copy workflow/profiles/slurm/site.yaml there, "
+                        "or drop `slurm_site` to use that file.")
+SITE = yaml.safe_load(_site_file.read_text()) or {}
+validate_config(SITE, WORKFLOW_DIR / "schemas" / "site.schema.yaml")
 
 PRE = config["pretrain"]
 PREP = config["prepare"]
@@ -279,14 +288,29 @@ def finetune_metrics(protocol, run, seed):
 
 
 def resources_for(section, threads):
-    """Scheduler resources of a rule; `gpu` only when the config asks for GPUs (SLURM --gpus)."""
+    """Scheduler resources of a rule's jobs from `resources.<section>`: memory, runtime (minutes) and cpus;
+    for a GPU section its GPUs (SLURM --gpus) over `nodes` nodes, with cpus_per_gpu cpus per GPU, and the
+    site's GPU type and constraint; the site's partition and account (site.yaml) for every job."""
     res = config["resources"][section]
     out = {"mem_mb": res["mem_mb"], "runtime": res["runtime"], "cpus_per_task": threads}
     if res["gpus"]:
-        out["gpu"] = res["gpus"]
-    if "slurm_partition" in res:
-        out["slurm_partition"] = res["slurm_partition"]
+        nodes = res.get("nodes", 1)
+        if res["gpus"] % nodes:
+            raise WorkflowError(f"resources.{section}: gpus ({res['gpus']}) must be a multiple of nodes ({nodes}).")
+        out |= {"gpu": res["gpus"], "nodes": nodes}
+        if "cpus_per_gpu" in res:
+            out["cpus_per_task"] = res["cpus_per_gpu"] * res["gpus"] // nodes  # one task per node
+        out |= {key: SITE[key] for key in ("gpu_model", "constraint") if SITE.get(key)}
+    partition = res.get("slurm_partition") or (res["gpus"] and SITE.get("gpu_partition")) or SITE.get("partition")
+    if partition:
+        out["slurm_partition"] = partition
+    if SITE.get("account"):
+        out["slurm_account"] = SITE["account"]
     return out
+
+
+# A rule's resource keys are fixed, so a protocol without a key takes its neutral value.
+_NEUTRAL_RESOURCES = {"gpu": 0, "nodes": 1}
 
 
 def transfer_resources(*tasks):
@@ -297,7 +321,27 @@ def transfer_resources(*tasks):
         return resources_for(section, PROTOCOLS[protocol]["threads"])
 
     keys = {key for task in tasks for protocol in protocols_of(task) for key in of(protocol)} or {"mem_mb", "runtime"}
-    return {key: (lambda wc, key=key: of(wc.protocol).get(key, 0)) for key in sorted(keys)}
+    return {key: (lambda wc, key=key: of(wc.protocol).get(key, _NEUTRAL_RESOURCES.get(key, "")))
+            for key in sorted(keys)}
+
+
+def gpus_of(section_or_protocol):
+    """(GPUs per node, nodes) of a job's resources section (a protocol falls back to its task)."""
+    section = section_or_protocol
+    if section not in config["resources"]:
+        section = PROTOCOLS[section]["task"]
+    res = config["resources"][section]
+    nodes = res.get("nodes", 1)
+    return res["gpus"] // nodes, nodes
+
+
+def detectron2_gpus(protocol):
+    """The GPUs of a detection job, for Detectron2's own launcher (one process per GPU on one node)."""
+    gpus, nodes = gpus_of(protocol)
+    if nodes > 1:
+        raise WorkflowError(f"resources of detection protocol {protocol}: Detectron2 jobs run on one node "
+                            f"(the papers' 8 GPUs); set nodes: 1 (now {nodes}).")
+    return gpus
 
 
 FROZEN_EVAL_TASKS = ("linear_eval", "few_shot", "davis", "segment_search")

@@ -70,6 +70,7 @@ rule detection_transfer:
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=run_arch,
         device=config["device"],
+        gpus=lambda wc: detectron2_gpus(wc.protocol),
     wildcard_constraints:
         protocol=one_of(protocols_of("detection")),
     threads: protocol_threads
@@ -82,7 +83,7 @@ rule detection_transfer:
     shell:
         "python -m finetune detection --name {wildcards.protocol} --data-root {params.root:q} {params.train_json}"
         " --weights {params.weights:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
-        " --threads {threads} --device {params.device} --out {params.out:q} > {log:q} 2>&1"
+        " --threads {threads} --device {params.device} --gpus {params.gpus} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule segmentation_transfer:
@@ -100,6 +101,7 @@ rule segmentation_transfer:
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=run_arch,
         device=config["device"],
+        launch=lambda wc: torch_launch_prefix(*gpus_of(wc.protocol)),
     wildcard_constraints:
         protocol=one_of(protocols_of("segmentation")),
     threads: protocol_threads
@@ -110,7 +112,7 @@ rule segmentation_transfer:
     benchmark:
         f"{RESULTS}/benchmarks/{{protocol}}/{{run}}-s{{seed}}.tsv"
     shell:
-        "python -m finetune segmentation --name {wildcards.protocol} --data-root {params.root:q}"
+        "{params.launch} -m finetune segmentation --name {wildcards.protocol} --data-root {params.root:q}"
         " --weights {params.weights:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
         " --threads {threads}"
         " --device {params.device} --out {params.out:q} > {log:q} 2>&1"

@@ -18,6 +18,7 @@ rule pretrain_run:
         prepared=lambda wc, input: f"--prepared {shlex.quote(input.prepared)}" if "prepared" in input.keys() else "",
         seed=PRE["seed"],
         device=config["device"],
+        launch=torch_launch_prefix(*gpus_of("pretrain")),
     threads: PRE["threads"]
     resources:
         **resources_for("pretrain", PRE["threads"]),
@@ -26,7 +27,7 @@ rule pretrain_run:
     benchmark:
         f"{RESULTS}/benchmarks/pretrain/{{run}}.tsv"
     shell:
-        "python -m pretrain train --method {params.method} --image-list {input.images:q}"
+        "{params.launch} -m pretrain train --method {params.method} --image-list {input.images:q}"
         " --config-json {params.cfg:q} --data-name {params.data} {params.prepared} --seed {params.seed}"
         " --device {params.device} --threads {threads} --out {params.out:q} > {log:q} 2>&1"
 
@@ -48,7 +49,7 @@ rule alignment_uniformity:
         seed=PRE["seed"],
     threads: PRE["threads"]
     resources:
-        **resources_for("pretrain", PRE["threads"]),
+        **resources_for("alignment_uniformity", PRE["threads"]),
     log:
         f"{RESULTS}/logs/alignment_uniformity/{{run}}.log",
     benchmark:
