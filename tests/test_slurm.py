@@ -90,27 +90,30 @@ def cluster_is_up() -> bool:
         return False
 
 
+def require(ready: bool, reason: str) -> None:
+    """Skip a cluster test on a machine that cannot run it; in CI (`CI` set), fail instead: CI must run it."""
+    if not ready:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the SLURM integration tests: {reason}")
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def local_slurm() -> Iterator[None]:
     """The local single-node SLURM with accounting; started here (and stopped after) only if not already up."""
-    if not cluster_is_up():
-        reason = None if os.geteuid() == 0 and LOCAL_SLURM.is_dir() else f"needs root and {LOCAL_SLURM}"
-        if reason:
-            if os.environ.get("CI"):
-                pytest.fail(f"CI must run the SLURM integration test: {reason}")
-            pytest.skip(reason)
-        subprocess.run(["bash", str(LOCAL_SLURM / "start-local-slurm.sh")], check=True, timeout=900)
+    if cluster_is_up():
         yield
-        subprocess.run(["bash", str(LOCAL_SLURM / "stop-local-slurm.sh")], check=True, timeout=300)
-    else:
-        yield
+        return
+    require(os.geteuid() == 0 and LOCAL_SLURM.is_dir(), f"needs root and {LOCAL_SLURM}")
+    subprocess.run(["bash", str(LOCAL_SLURM / "start-local-slurm.sh")], check=True, timeout=900)
+    yield
+    subprocess.run(["bash", str(LOCAL_SLURM / "stop-local-slurm.sh")], check=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def small_config(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Smoke config on the shared real data, with proposals on 96-px copies (a few seconds per shard)."""
-    if not DATASETS.is_dir():
-        pytest.skip(f"{DATASETS} not found")
+    require(DATASETS.is_dir(), f"{DATASETS} not found")
     path = tmp_path_factory.mktemp("config") / "small.yaml"
     return write_yaml(path, {"datasets": {"source_root": str(DATASETS)}, "prepare": {"proposals": {"max_side": 96}}})
 
