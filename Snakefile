@@ -21,7 +21,7 @@ include: "workflow/rules/tables.smk"
 
 
 # Jobs that take seconds and little memory run where Snakemake runs (under --profile slurm, the
-# submit host) instead of waiting in the queue: targets, tables, figures, index and format conversions.
+# submit host) instead of waiting in the queue: targets, tables, figures, indexes and COCO subsets.
 localrules:
     all,
     prepare,
@@ -31,8 +31,6 @@ localrules:
     tables,
     shard_index,
     coco_subset,
-    convert_detectron2,
-    convert_mmseg,
     paper_table,
     table2,
     table3,

@@ -46,10 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("benchmarks", help="time and memory of every job, from Snakemake benchmark files")
-    p.add_argument("files", nargs="+")
+    p.add_argument("--stage", nargs="+", action="append", required=True, metavar=("NAME", "FILE"),
+                   help="a stage's name, then its jobs' benchmark files (repeat per stage)")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
-    p.set_defaults(func=lambda a: summarise_benchmarks(a.files, a.out_csv, a.out_md))
+    p.set_defaults(func=lambda a: summarise_benchmarks({name: files for name, *files in a.stage}, a.out_csv,
+                                                       a.out_md))
     p = commands.add_parser("pretrain-losses", help="loss curves of pretraining runs")
     p.add_argument("run_dirs", nargs="+", help="results/pretrain/<run> folders (each with train_log.csv)")
     p.add_argument("--out", required=True)

@@ -178,16 +178,24 @@ def add_converter(subparsers: argparse._SubParsersAction, name: str, help: str, 
 
 
 def add_protocol(subparsers: argparse._SubParsersAction, name: str, help: str, *, archs: list[str],
-                 weights_help: str, data_help: str, run: Callable[..., Any]) -> argparse.ArgumentParser:
+                 weights_help: str, data_help: str, run: Callable[..., Any],
+                 convert: Callable[[Path, Path], str], converted_name: str) -> argparse.ArgumentParser:
     """A `python -m finetune <name>` transfer launcher; `run` gets the parsed arguments as keywords.
 
     --name is the protocol's config section (finetune.protocols.<name>), recorded in metrics.json.
+    --backbone takes a backbone.pth instead of --weights: `convert` writes the framework's weights to
+    <out>/`converted_name` first (what the converter command would), removed when the run ends.
     Returns the parser, for a launcher's own extra arguments.
     """
     parser = subparsers.add_parser(name, help=help)
     parser.add_argument("--name", required=True, help="the protocol's config section, recorded in metrics.json")
     parser.add_argument("--data-root", type=Path, required=True, help=data_help)
-    parser.add_argument("--weights", type=weights_path, required=True, help=f"{weights_help} or 'none' (random init)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    # No `type=weights_path` here: argparse would take the None of 'none' for "not given" in the required group.
+    source.add_argument("--weights", help=f"{weights_help} or 'none' (random init)")
+    source.add_argument("--backbone", type=Path,
+                        help=f"backbone.pth (torchvision ResNet, no fc), converted to <out>/{converted_name} for the "
+                        "run")
     parser.add_argument("--arch", choices=archs, required=True)
     parser.add_argument("--protocol-json", required=True, help="JSON object of the protocol's settings")
     parser.add_argument("--seed", type=int, required=True)
@@ -197,5 +205,19 @@ def add_protocol(subparsers: argparse._SubParsersAction, name: str, help: str, *
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help=f"keep work/'s resume checkpoints after the run (by default only work/{FINAL_WEIGHTS}, "
                         "the final weights, is kept)")
-    parser.set_defaults(func=lambda args: run(**{k: v for k, v in vars(args).items() if k not in ("func", "command")}))
+
+    def launch(args: argparse.Namespace) -> None:
+        kwargs = {k: v for k, v in vars(args).items() if k not in ("func", "command", "backbone")}
+        if args.backbone is None:
+            run(**{**kwargs, "weights": weights_path(args.weights)})
+            return
+        # In the job rather than a job of its own: converting takes a second, starting a process several.
+        converted = args.out / converted_name
+        convert(args.backbone, converted)
+        try:
+            run(**{**kwargs, "weights": converted})
+        finally:
+            converted.unlink(missing_ok=True)  # rebuilt from backbone.pth in a second by a resumed run
+
+    parser.set_defaults(func=launch)
     return parser

@@ -111,25 +111,3 @@ def cut_finest(tree: hg.Tree, altitudes: np.ndarray, max_regions: int) -> Region
     vertex_labels = hg.CptHierarchy.get_leaf_graph(tree)  # the region adjacency graph of the superpixels
     pixel_labels = hg.rag_back_project_vertex_weights(vertex_labels, leaf_region)
     return RegionTree(pixel_labels.astype(np.uint8 if max_regions <= 255 else np.int32), new_parents, new_altitudes)
-
-
-def region_distances(parents: np.ndarray, altitudes: np.ndarray, num_regions: int) -> np.ndarray:
-    """d_T between every two leaf regions: the altitude of their lowest common ancestor (0 on the diagonal)."""
-    # Ancestor sets by climbing; K <= 40 and the tree has < 2K nodes, so this is tiny.
-    depth_limit = len(parents)
-    chains = []
-    for leaf in range(num_regions):
-        chain, node = [leaf], leaf
-        for _ in range(depth_limit):
-            if parents[node] == node:
-                break
-            node = int(parents[node])
-            chain.append(node)
-        chains.append(chain)
-    distances = np.zeros((num_regions, num_regions), dtype=np.float32)
-    for a in range(num_regions):
-        ancestors_a = set(chains[a])
-        for b in range(a + 1, num_regions):
-            lca = next(node for node in chains[b] if node in ancestors_a)
-            distances[a, b] = distances[b, a] = altitudes[lca]
-    return distances

@@ -1,7 +1,7 @@
 """Pixel sampling from a region tree (hierarchical grouping, Zhang & Maire 2020, Sec. 3).
 
 An anchor region R_a draws the regions of its positive pixels from Eq. 2 and those of its negative pixels
-from Eq. 3, both functions of the tree distance d_T (`prepare.hierarchy.region_distances`); a pixel is then
+from Eq. 3, both functions of the tree distance d_T (`region_distances`); a pixel is then
 uniform within its drawn region. Everything is driven by an explicit `torch.Generator`, so a sample
 depends only on the generator's seed.
 """
@@ -12,6 +12,28 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+
+def region_distances(parents: np.ndarray, altitudes: np.ndarray, num_regions: int) -> np.ndarray:
+    """d_T between every two leaf regions: the altitude of their lowest common ancestor (0 on the diagonal)."""
+    # Ancestor sets by climbing; K <= 40 and the tree has < 2K nodes, so this is tiny.
+    depth_limit = len(parents)
+    chains = []
+    for leaf in range(num_regions):
+        chain, node = [leaf], leaf
+        for _ in range(depth_limit):
+            if parents[node] == node:
+                break
+            node = int(parents[node])
+            chain.append(node)
+        chains.append(chain)
+    distances = np.zeros((num_regions, num_regions), dtype=np.float32)
+    for a in range(num_regions):
+        ancestors_a = set(chains[a])
+        for b in range(a + 1, num_regions):
+            lca = next(node for node in chains[b] if node in ancestors_a)
+            distances[a, b] = distances[b, a] = altitudes[lca]
+    return distances
 
 
 def positive_probabilities(distances: torch.Tensor, sigma: float) -> torch.Tensor:

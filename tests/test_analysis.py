@@ -119,9 +119,16 @@ def test_benchmark_summary(tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + f"{secs}\t0:00:10\t{rss}\t1\t1\t1\t0\t0\t50\t{secs / 2}\n")
         files.append(str(path))
-    frame = summarise_benchmarks(files, str(tmp_path / "b.csv"), str(tmp_path / "b.md"))
-    assert frame["job"].tolist() == ["pretrain/a", "prepare_coco", "total (sum over jobs)"]
-    assert frame.iloc[-1]["wall_s"] == pytest.approx(12.5) and frame.iloc[-1]["max_rss_mb"] == 100.0
+    files.append(str(tmp_path / "benchmarks" / "pretrain" / "a.tsv"))  # a second pretrain job: same numbers
+    frame = summarise_benchmarks({"prepare": files[1:2], "pretrain": [files[0], files[2]]}, str(tmp_path / "b.csv"),
+                                 str(tmp_path / "b.md"))
+    assert frame["job"].tolist() == ["pretrain/a", "pretrain/a", "prepare_coco", "total (sum over jobs)"]
+    assert frame.iloc[-1]["wall_s"] == pytest.approx(22.5) and frame.iloc[-1]["max_rss_mb"] == 100.0
+    markdown = (tmp_path / "b.md").read_text()
+    # Per stage, in the order given: jobs, summed wall, slowest job, summed CPU, share of the summed wall.
+    assert "| prepare  |      1 |      2.5 |         2.5 |     1.2 | 11.1%   |" in markdown
+    assert "| pretrain |      2 |     20.0 |        10.0 |    10.0 | 88.9%   |" in markdown
+    assert markdown.index("# Time per stage") < markdown.index("# Time and memory per job")
 
 
 def test_pretrain_loss_figure(tmp_path: Path) -> None:

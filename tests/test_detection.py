@@ -45,6 +45,7 @@ PROTOCOL = {
     "roi_batch_size_per_image": 16,
     "checkpoint_period": 2,
     "precise_bn_iters": 2,
+    "eval_images": None,
 }
 _CLASSES = ("car", "dog", "person")
 
@@ -416,6 +417,41 @@ def test_train_json_replaces_coco_train_set(tmp_path: Path, coco_root: Path) -> 
         datasets.register("voc", coco_root, subset_json)
     with pytest.raises(UserError, match="train2017 is missing; --data-root must be a COCO folder"):
         datasets.register("coco", tmp_path, subset_json)
+
+
+def test_eval_images_scores_the_first_test_images_only(tmp_path: Path, voc_root: Path, coco_root: Path) -> None:
+    voc = datasets.register("voc", voc_root, None, eval_images=2, work_dir=tmp_path)
+    records = DatasetCatalog.get(voc.test)
+    assert [Path(r["file_name"]).stem for r in records] == ["2007_test_000", "2007_test_001"]  # of 3
+    evaluator = datasets.build_evaluator(voc.test, ("bbox",), str(tmp_path))
+    # The VOC evaluator counts the positives of every image in its list: the subset's own list, not test.txt.
+    assert Path(evaluator._image_set_path).read_text() == "2007_test_000\n2007_test_001\n"
+    assert datasets.register("voc", voc_root, None).test != voc.test  # the full set keeps its own name
+    coco = datasets.register("coco", coco_root, None, eval_images=2, work_dir=tmp_path)
+    full = json.loads((coco_root / "annotations" / "instances_val2017.json").read_text())
+    first = sorted(image["id"] for image in full["images"])[:2]
+    assert [r["image_id"] for r in DatasetCatalog.get(coco.test)] == first
+    subset = json.loads((tmp_path / "instances_val2017_first2.json").read_text())  # what COCOEvaluator reads
+    assert [image["id"] for image in subset["images"]] == first
+    assert subset["annotations"] == [a for a in full["annotations"] if a["image_id"] in first]
+    with pytest.raises(UserError, match="eval_images must be null .the whole test set. or an integer >= 1, got 0"):
+        train.parse_protocol(json.dumps({**PROTOCOL, "eval_images": 0}))
+
+
+def test_backbone_is_converted_in_the_job_and_removed_after(tmp_path: Path, voc_root: Path, resnet18_backbone,
+                                                            reference) -> None:
+    """`--backbone backbone.pth` (the DAG's way) trains as `--weights` with convert-d2's pickle: same losses, AP."""
+    from finetune.__main__ import main
+
+    _, reference_out, expected = reference
+    out = tmp_path / "run"
+    argv = _argv(voc_root, tmp_path / "unused.pkl", out)
+    argv[argv.index("--weights"):argv.index("--weights") + 2] = ["--backbone", str(resnet18_backbone[0])]
+    main(argv)
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["metrics"] == expected["metrics"]
+    assert _logged_losses(out) == _logged_losses(reference_out)
+    assert written["weights"] == str(out / "d2.pkl") and not (out / "d2.pkl").exists()
 
 
 def test_frozen_backbone_stays_bit_identical(tmp_path: Path, voc_root: Path, resnet18_backbone) -> None:

@@ -17,9 +17,10 @@ from conftest import BSDS
 
 from core.errors import UserError
 from prepare.__main__ import main
-from prepare.hierarchy import cut_finest, owt_ucm, region_distances, ucm_map
+from prepare.hierarchy import cut_finest, owt_ucm, ucm_map
 from prepare.shards import ShardedStore
 from prepare.spectral import spectral_edges
+from pretrain.grouping import region_distances
 
 SIZE = 20
 

@@ -12,9 +12,8 @@ import torch
 from PIL import Image
 
 from core.errors import UserError
-from prepare.hierarchy import region_distances
 from pretrain.data import SampleSource
-from pretrain.grouping import negative_probabilities, positive_probabilities, sample_pixels
+from pretrain.grouping import negative_probabilities, positive_probabilities, region_distances, sample_pixels
 from pretrain.methods import build_method, method_class
 from pretrain.methods.hiergroup import cross_image_features, grouping_loss, sample_features
 from pretrain.views import source_to_view

@@ -31,7 +31,7 @@ from prepare.voc import voc_palette
 PROTOCOL = {"dataset": "voc", "head": "fcn", "head_input": "layer4", "auxiliary_head": True,
             "frozen_backbone": False, "max_iters": 4, "batch_size": 2, "crop_size": 64, "resize_scale": [256, 64],
             "base_lr": 0.01, "lr_steps": [], "slide_stride": None, "align_corners": False,
-            "checkpoint_interval": 2, "train_aug": False}
+            "checkpoint_interval": 2, "train_aug": False, "eval_images": None}
 # finetune.voc_aspp_frozen at test scale: DeepLabV3's ASPP on frozen Res4 (hierarchical grouping Table 1).
 ASPP = {**PROTOCOL, "head": "aspp", "head_input": "layer3", "auxiliary_head": False, "frozen_backbone": True,
         "base_lr": 0.03, "lr_steps": [2, 3]}
@@ -219,6 +219,39 @@ def test_converted_backbone_loads_into_the_segmentor(
     for key in ("conv1.weight", "bn1.running_mean", "layer2.0.downsample.0.weight", "layer4.1.bn2.running_var"):
         assert torch.equal(loaded[key], state[key]), key
     assert all(torch.equal(loaded[key], value) for key, value in state.items())
+
+
+def test_backbone_is_converted_in_the_job_and_removed_after(tmp_path: Path, voc_root: Path, backbone,
+                                                            reference) -> None:
+    """`--backbone backbone.pth` (the DAG's way) trains as `--weights` with convert-mmseg's file: same mIoU."""
+    _, _, expected = reference
+    argv = segmentation_argv(voc_root, "unused", tmp_path / "run", PROTOCOL)
+    argv[argv.index("--weights"):argv.index("--weights") + 2] = ["--backbone", str(backbone[0])]
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(required=True))
+    args = parser.parse_args(argv)
+    with _torch_globals_restored():
+        args.func(args)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["metrics"] == expected["metrics"]
+    assert written["weights"] == str(tmp_path / "run" / "mmseg.pth") and not (tmp_path / "run" / "mmseg.pth").exists()
+    with pytest.raises(SystemExit):  # --weights and --backbone exclude each other
+        parser.parse_args([*argv, "--weights", "converted.pth"])
+
+
+def test_eval_images_keeps_the_first_images_of_the_val_split(tmp_path: Path, voc_root: Path) -> None:
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    for eval_images, expected in ((None, ["2012_val_000", "2012_val_001"]), (1, ["2012_val_000"])):
+        cfg = build_config(data_dir=voc_root / "VOC2012", weights=None, arch="resnet18",
+                           protocol=SegmentationProtocol(**{**PROTOCOL, "eval_images": eval_images}), seed=0,
+                           work_dir=tmp_path / "work")
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+        assert [Path(dataset.get_data_info(i)["img_path"]).stem for i in range(len(dataset))] == expected
+    with pytest.raises(UserError, match="eval_images must be null .the whole val split. or an integer >= 1, got 0"):
+        SegmentationProtocol(**{**PROTOCOL, "eval_images": 0})
 
 
 @pytest.mark.parametrize("foreign", ["module.encoder_q.0.conv1.weight", "fc.weight"])

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_protocol(
         subparsers, "detection",
         "fine-tune a Detectron2 detector (model and dataset from the protocol) and evaluate it",
-        archs=list(convert.DEPTHS), weights_help="convert-d2 .pkl", run=_detection,
+        archs=list(convert.DEPTHS), weights_help="convert-d2 .pkl", run=_detection, convert=convert.convert,
+        converted_name="d2.pkl",
         data_help="VOCdevkit folder (VOC2007, VOC2012) or COCO folder (train2017, val2017, annotations), as the "
         "protocol's dataset needs",
     )

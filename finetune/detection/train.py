@@ -58,6 +58,7 @@ PROTOCOL_KEYS = frozenset(
         "detections_per_image",
         "checkpoint_period",
         "precise_bn_iters",
+        "eval_images",
     }
 )
 # Proposal-based models only: RetinaNet has neither an RPN nor sampled RoIs.
@@ -85,6 +86,11 @@ def parse_protocol(text: str) -> dict[str, Any]:
             f"{protocol['model']} cannot train on dataset {protocol['dataset']!r}; "
             f"it takes {list(MODELS[protocol['model']])}."
         )
+    eval_images = protocol["eval_images"]
+    if eval_images is not None and (isinstance(eval_images, bool) or not isinstance(eval_images, int)
+                                    or eval_images < 1):
+        raise UserError(f"protocol eval_images must be null (the whole test set) or an integer >= 1, "
+                        f"got {eval_images!r}.")
     if protocol["frozen_backbone"] and protocol["model"].endswith("_c4"):
         raise UserError(
             "frozen_backbone needs an FPN model (C4 trains res5 inside its box head); LC-loss Table 4 freezes "
@@ -234,7 +240,7 @@ def run(
     for logger_name in ("detectron2", "finetune"):
         setup_logger(str(work_dir), distributed_rank=comm.get_rank(), name=logger_name)
 
-    data = datasets.register(protocol["dataset"], data_root, train_json)
+    data = datasets.register(protocol["dataset"], data_root, train_json, protocol["eval_images"], work_dir)
     weights_str = None if weights is None else str(weights)
     cfg = build_cfg(protocol, arch=arch, weights=weights_str, data=data, seed=seed, device=device,
                     output_dir=work_dir)

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "segmentation",
         "train an mmseg FCN or ASPP head (dataset, head, frozen backbone, schedule from the protocol) and "
         "evaluate mIoU on the val split",
-        archs=sorted(convert.DEPTHS), weights_help="convert-mmseg .pth", run=_segmentation,
+        archs=sorted(convert.DEPTHS), weights_help="convert-mmseg .pth", run=_segmentation, convert=convert.convert,
+        converted_name="mmseg.pth",
         data_help="VOCdevkit folder (its VOC2012) or Cityscapes folder (leftImg8bit, gtFine), as the protocol's "
         "dataset needs",
     )

@@ -207,7 +207,7 @@ def build_config(
                 sampler=dict(type="InfiniteSampler", shuffle=True),
             ),
             test_dataloader=_dataloader(
-                datasets.eval_dataset(protocol.dataset, data_dir, test_pipeline),
+                datasets.eval_dataset(protocol.dataset, data_dir, test_pipeline, protocol.eval_images),
                 batch_size=1,
                 sampler=dict(type="DefaultSampler", shuffle=False),
             ),

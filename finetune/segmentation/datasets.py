@@ -133,8 +133,9 @@ def train_dataset(dataset: str, data_dir: Path, train_aug: bool, pipeline: list[
     return dict(type="ConcatDataset", datasets=[train, _voc(data_dir, VOC_AUG_SPLIT, VOC_AUG_SEG_DIR, pipeline)])
 
 
-def eval_dataset(dataset: str, data_dir: Path, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mmseg evaluation dataset config (VOC val.txt, Cityscapes val)."""
-    if dataset == "cityscapes":
-        return _cityscapes(data_dir, "val", pipeline)
-    return _voc(data_dir, VOC_VAL_SPLIT, VOC_SEG_DIR, pipeline)
+def eval_dataset(dataset: str, data_dir: Path, pipeline: list[dict[str, Any]], images: int | None = None
+                 ) -> dict[str, Any]:
+    """The mmseg evaluation dataset config (VOC val.txt, Cityscapes val); `images` keeps its first N."""
+    config = _cityscapes(data_dir, "val", pipeline) if dataset == "cityscapes" else _voc(
+        data_dir, VOC_VAL_SPLIT, VOC_SEG_DIR, pipeline)
+    return config if images is None else {**config, "indices": images}

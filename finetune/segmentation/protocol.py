@@ -11,6 +11,8 @@ One launcher serves every mmseg protocol; these keys select what differs between
 - `resize_scale` [long, short]: mmseg's (Random)Resize scale, for training (x0.5-2.0) and testing.
 - `slide_stride`: null for whole-image testing, else sliding-window testing with crop_size windows.
 - `align_corners`: the heads' `align_corners` when they upsample logits (mmseg: true for its 769 crops).
+- `eval_images`: null evaluates the whole val split (every paper); N, the first N images of it (a smoke
+  run's time, not a protocol of the papers).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class SegmentationProtocol:
     align_corners: bool
     checkpoint_interval: int
     train_aug: bool  # VOC only: add SBD's aug.txt / SegmentationClassAug to train.txt ("train_aug2012")
+    eval_images: int | None  # null: the whole val split; N: its first N images (mmengine's `indices`)
 
     @classmethod
     def from_json(cls, text: str, section: str = "<segmentation protocol>") -> SegmentationProtocol:
@@ -70,6 +73,9 @@ class SegmentationProtocol:
         for name, minimum in (("max_iters", 1), ("batch_size", 1), ("checkpoint_interval", 1), ("crop_size", 32)):
             if not _is_int(getattr(self, name), minimum):
                 raise UserError(f"protocol {name} must be an integer >= {minimum}, got {getattr(self, name)!r}.")
+        if self.eval_images is not None and not _is_int(self.eval_images, 1):
+            raise UserError(f"protocol eval_images must be null (the whole val split) or an integer >= 1, "
+                            f"got {self.eval_images!r}.")
         lr = self.base_lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
             raise UserError(f"protocol base_lr must be a positive number, got {lr!r}.")

@@ -28,9 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.errors import UserError
-from prepare.hierarchy import region_distances
 from pretrain.data import SampleSource, two_views
-from pretrain.grouping import sample_pixels
+from pretrain.grouping import region_distances, sample_pixels
 from pretrain.methods import PretrainMethod, register
 from pretrain.models import ResNetTrunk
 from pretrain.views import ViewConfig, source_to_view

@@ -414,10 +414,9 @@ def coco_subset_files():
 
 
 def detection_inputs(wildcards):
-    """Dataset, converted weights and (mini-COCO) the train subset of a detection job."""
+    """Dataset, backbone and (mini-COCO) the train subset of a detection job."""
     spec = PROTOCOLS[wildcards.protocol]
-    inputs = {"dataset": dataset_manifest(protocol_data(wildcards.protocol)),
-              "weights": pretrained_weights("detection")(wildcards)}
+    inputs = {"dataset": dataset_manifest(protocol_data(wildcards.protocol)), "backbone": row_backbone(wildcards)}
     if "train_subset" in spec:
         inputs["train_json"] = coco_subset_file(spec["train_subset"])
     return inputs
@@ -498,31 +497,35 @@ def image_lists_used():
 
 
 def benchmark_files():
-    """Every job's benchmark file on the way to table 1 (the analysis stage summarises them)."""
+    """Every job's benchmark file on the way to table 1, by stage (the rules file that defines the job's
+    rule); the analysis stage summarises them."""
     built = _used_datasets
-    files = [f"{RESULTS}/benchmarks/prepare_{name}.tsv" for name in built if config["datasets"][name]["build"]]
-    files += [f"{RESULTS}/benchmarks/prepare_image_list/{split}-{data}.tsv" for split, data in image_lists_used()]
-    files += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-{shard}.tsv" for kind in SHARDED for shard in SHARDS]
-    files += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-index.tsv" for kind in SHARDED]
+    prepare = [f"{RESULTS}/benchmarks/prepare_{name}.tsv" for name in built if config["datasets"][name]["build"]]
+    prepare += [f"{RESULTS}/benchmarks/prepare_image_list/{split}-{data}.tsv" for split, data in image_lists_used()]
+    prepare += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-{shard}.tsv" for kind in SHARDED for shard in SHARDS]
+    prepare += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-index.tsv" for kind in SHARDED]
     if not PREP["edge_model"]["model"]:
-        files.append(f"{RESULTS}/benchmarks/edge_model.tsv")
-    files += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("bsds_predict", "bsds_eval_edges", "bsds_eval_ucm",
-                                                                "bsds_table", "table2")]
-    files.append(f"{RESULTS}/benchmarks/openimages_mini.tsv")
-    files += [f"{RESULTS}/benchmarks/coco_subset_{pct}pct.tsv" for pct in PREP["coco_subsets"]["percents"]]
-    files += [f"{RESULTS}/benchmarks/pretrain/{run}.tsv" for run in PRETRAIN_RUNS]
-    files += [f"{RESULTS}/benchmarks/alignment_uniformity/{run}.tsv" for run in SWEEP_RUNS]
+        prepare.append(f"{RESULTS}/benchmarks/edge_model.tsv")
+    prepare += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("bsds_predict", "bsds_eval_edges", "bsds_eval_ucm",
+                                                                  "bsds_table", "openimages_mini")]
+    prepare += [f"{RESULTS}/benchmarks/coco_subset_{pct}pct.tsv" for pct in PREP["coco_subsets"]["percents"]]
+    pretrain = [f"{RESULTS}/benchmarks/pretrain/{run}.tsv" for run in PRETRAIN_RUNS]
+    pretrain += [f"{RESULTS}/benchmarks/alignment_uniformity/{run}.tsv" for run in SWEEP_RUNS]
+    finetune = [f"{RESULTS}/benchmarks/import/{run}.tsv" for run in IMPORTED_RUNS]
+    finetune += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p, run in TRANSFER_JOBS for s in SEEDS]
+    analysis = [f"{RESULTS}/benchmarks/{probe}/{run}.tsv" for probe, run in PROBE_JOBS]
+    tables = [f"{RESULTS}/benchmarks/table{n}.tsv" for n in PAPER_TABLES]
+    tables += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("table2", "proposal_quality", "table13",
+                                                                 "transfer_table")]
     if SWEEP_RUNS:
-        files.append(f"{RESULTS}/benchmarks/sweep_table.tsv")
-    files += [f"{RESULTS}/benchmarks/import/{run}.tsv" for run in IMPORTED_RUNS]
-    converted = sorted({(run, WEIGHTS_FORMAT[PROTOCOLS[p]["task"]]) for p, run in TRANSFER_JOBS
-                        if run != RANDOM_RUN and PROTOCOLS[p]["task"] in WEIGHTS_FORMAT})
-    files += [f"{RESULTS}/benchmarks/convert/{run}-{fmt}.tsv" for run, fmt in converted]
-    files += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p, run in TRANSFER_JOBS for s in SEEDS]
-    files += [f"{RESULTS}/benchmarks/{probe}/{run}.tsv" for probe, run in PROBE_JOBS]
-    files += [f"{RESULTS}/benchmarks/table{n}.tsv" for n in PAPER_TABLES]
-    files += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("proposal_quality", "table13")]
-    return [*files, f"{RESULTS}/benchmarks/transfer_table.tsv"]
+        tables.append(f"{RESULTS}/benchmarks/sweep_table.tsv")
+    return {"prepare": prepare, "pretrain": pretrain, "finetune": finetune, "analysis": analysis, "tables": tables}
+
+
+def benchmark_stage_args(files_by_stage):
+    """`--stage NAME FILE...` per stage, for `python -m analysis benchmarks`."""
+    return " ".join(f"--stage {stage} {' '.join(map(shlex.quote, files))}" for stage, files in files_by_stage.items()
+                    if files)
 
 
 def analysis_targets():
@@ -535,26 +538,15 @@ def analysis_targets():
             *[f"{RESULTS}/figures/pairs/{run}.png" for probe, run in PROBE_JOBS if PROBES[probe]["task"] == "correspondence"]]
 
 
-# The weights file each framework's transfer task reads (written by the convert_* rules); the
-# frozen-feature evaluations read backbone.pth itself.
-WEIGHTS_FORMAT = {"detection": "d2", "segmentation": "mmseg"}
-WEIGHTS_FILE = {"d2": "d2.pkl", "mmseg": "mmseg.pth"}
-
-
-def pretrained_weights(task):
-    """The converted checkpoint of a run for `task`, or nothing for random init."""
-
-    def weights(wildcards):
-        if wildcards.run == RANDOM_RUN:
-            return []
-        return [f"{RESULTS}/finetune/weights/{wildcards.run}/{WEIGHTS_FILE[WEIGHTS_FORMAT[task]]}"]
-
-    return weights
+def row_backbone(wildcards):
+    """backbone.pth of a transfer job's row, or nothing for random init."""
+    return [] if wildcards.run == RANDOM_RUN else [backbone_file(wildcards)]
 
 
 def weights_arg(wildcards, input):
-    """The --weights argument of a finetune job: its converted checkpoint, or 'none' for random init."""
-    return input.weights[0] if input.weights else "none"
+    """A Detectron2 or mmseg job's weights: its row's backbone.pth, converted in the job (--backbone), or
+    --weights none for random init."""
+    return f"--backbone {shlex.quote(input.backbone[0])}" if input.backbone else "--weights none"
 
 
 def run_meta(run):

@@ -1,5 +1,7 @@
-# Stage finetune: import published checkpoints, convert each backbone, then train and evaluate
-# every transfer protocol of finetune.protocols (one rule per launcher; the protocol is a wildcard).
+# Stage finetune: import published checkpoints, then train and evaluate every transfer protocol of
+# finetune.protocols (one rule per launcher; the protocol is a wildcard). Detectron2 and mmseg jobs convert
+# their row's backbone.pth themselves (`--backbone`): a second's work, where a job of its own cost a
+# process start (~5-10 s) per row and framework.
 
 
 rule import_checkpoint:
@@ -21,38 +23,6 @@ rule import_checkpoint:
     shell:
         "python -m finetune import-checkpoint --checkpoint {input:q} --layout {params.layout}"
         " --out {output.backbone:q} > {log:q} 2>&1"
-
-
-rule convert_detectron2:
-    conda:
-        "../../envs/detectron2.yml"
-    input:
-        backbone_file,
-    output:
-        # temp(): rebuilt in seconds from backbone.pth; deleted once every transfer job of the run has read it.
-        temp(f"{RESULTS}/finetune/weights/{{run}}/d2.pkl"),
-    log:
-        f"{RESULTS}/logs/convert/{{run}}-d2.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/convert/{{run}}-d2.tsv"
-    shell:
-        "python -m finetune convert-d2 --backbone {input:q} --out {output:q} > {log:q} 2>&1"
-
-
-rule convert_mmseg:
-    conda:
-        "../../envs/mmseg.yml"
-    input:
-        backbone_file,
-    output:
-        # temp(): rebuilt in seconds from backbone.pth; deleted once every transfer job of the run has read it.
-        temp(f"{RESULTS}/finetune/weights/{{run}}/mmseg.pth"),
-    log:
-        f"{RESULTS}/logs/convert/{{run}}-mmseg.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/convert/{{run}}-mmseg.tsv"
-    shell:
-        "python -m finetune convert-mmseg --backbone {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule detection_transfer:
@@ -82,7 +52,7 @@ rule detection_transfer:
         f"{RESULTS}/benchmarks/{{protocol}}/{{run}}-s{{seed}}.tsv"
     shell:
         "python -m finetune detection --name {wildcards.protocol} --data-root {params.root:q} {params.train_json}"
-        " --weights {params.weights:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
+        " {params.weights} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
         " --threads {threads} --device {params.device} --gpus {params.gpus} --out {params.out:q} > {log:q} 2>&1"
 
 
@@ -91,7 +61,7 @@ rule segmentation_transfer:
         "../../envs/mmseg.yml"
     input:
         dataset=lambda wc: dataset_manifest(protocol_data(wc.protocol)),
-        weights=pretrained_weights("segmentation"),
+        backbone=row_backbone,
     output:
         finetune_metrics("{protocol}", "{run}", "{seed}"),
     params:
@@ -113,7 +83,7 @@ rule segmentation_transfer:
         f"{RESULTS}/benchmarks/{{protocol}}/{{run}}-s{{seed}}.tsv"
     shell:
         "{params.launch} -m finetune segmentation --name {wildcards.protocol} --data-root {params.root:q}"
-        " --weights {params.weights:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
+        " {params.weights} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
         " --threads {threads}"
         " --device {params.device} --out {params.out:q} > {log:q} 2>&1"
 
@@ -124,14 +94,14 @@ rule frozen_feature_eval:
         "../../envs/pretrain.yml"
     input:
         dataset=lambda wc: dataset_manifest(protocol_data(wc.protocol)),
-        backbone=lambda wc: [] if wc.run == RANDOM_RUN else backbone_file(wc),
+        backbone=row_backbone,
     output:
         finetune_metrics("{protocol}", "{run}", "{seed}"),
     params:
         command=lambda wc: PROTOCOLS[wc.protocol]["task"].replace("_", "-"),
         root=lambda wc: dataset_root(protocol_data(wc.protocol)),
         extra=frozen_eval_args,
-        backbone=lambda wc, input: input.backbone or "none",
+        backbone=lambda wc, input: input.backbone[0] if input.backbone else "none",
         protocol=lambda wc: protocol_json(wc.protocol),
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=run_arch,
