@@ -60,4 +60,4 @@ clean:
 	rm -rf results/prepare results/pretrain results/imported results/finetune results/logs results/benchmarks \
 	  results/analysis results/report results/report.html results/report.png results/figures results/sweeps \
 	  results/table*.csv results/table*.md results/transfer.csv results/transfer.md results/benchmarks.csv \
-	  results/benchmarks.md results/plan
+	  results/benchmarks.md results/plan $(PREFORK) results/.prefork.log

@@ -34,19 +34,20 @@ class Job:
     end: datetime | None = None
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
-    benchmark: str | None = None
+    benchmark: Path | None = None
 
     @property
     def seconds(self) -> float:
         """The benchmark file's wall seconds; the log's (1 s resolution) for jobs without one."""
-        if self.benchmark and (ROOT / self.benchmark).is_file():
-            lines = (ROOT / self.benchmark).read_text().splitlines()
+        if self.benchmark and self.benchmark.is_file():
+            lines = self.benchmark.read_text().splitlines()
             return float(lines[-1].split("\t")[0])
         return (self.end - self.start).total_seconds() if self.end else 0.0
 
 
-def parse_log(path: Path) -> dict[int, Job]:
-    """Every job the log started, by jobid (a rerun's jobs only: the log is one Snakemake call)."""
+def parse_log(path: Path, workdir: Path = ROOT) -> dict[int, Job]:
+    """Every job the log started, by jobid (a rerun's jobs only: the log is one Snakemake call); benchmark
+    paths are relative to the run's `workdir`."""
     jobs: dict[int, Job] = {}
     stamp: datetime | None = None
     current: Job | None = None
@@ -61,7 +62,7 @@ def parse_log(path: Path) -> dict[int, Job]:
             if key == "jobid":
                 jobs[int(value)] = current
             elif key == "benchmark":
-                current.benchmark = value
+                current.benchmark = workdir / value
             else:
                 getattr(current, f"{key}s").extend(part.strip() for part in value.split(","))
         elif (match := _FINISHED.match(line)) and stamp is not None and int(match.group(1)) in jobs:
