@@ -68,6 +68,11 @@ def shim(python: str, socket_path: str) -> None:
     argv = sys.argv[1:]
     if len(argv) < 2 or argv[0] != "-m" or not os.path.exists(socket_path):
         os.execv(python, [python, *argv])
+    for fd in range(_MAX_FDS):  # a closed standard stream (CI runs without stdin) opens on /dev/null: not the socket
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(socket_path)

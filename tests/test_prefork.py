@@ -49,6 +49,11 @@ def test_a_job_runs_as_python_would_run_it(shim: Path, tmp_path: Path) -> None:
     direct = _run([sys.executable, "-m", "job_module", "3"], tmp_path, X="42")
     assert (through_shim.returncode, through_shim.stdout, through_shim.stderr) == (3, direct.stdout, direct.stderr)
     assert direct.stdout == f"argv ['3'] cwd {tmp_path} X 42 main __main__\n"
+    # Without stdin (as in CI) the job reads /dev/null, not the shim's socket.
+    (tmp_path / "stdin_module.py").write_text("import os\nprint(os.readlink('/proc/self/fd/0'))\n")
+    closed = subprocess.run([str(shim), "-m", "stdin_module"], cwd=tmp_path, capture_output=True, text=True,
+                            preexec_fn=lambda: os.close(0), timeout=60)
+    assert closed.stdout == "/dev/null\n", closed.stderr
     # Not `-m`: the shim hands the command to the real interpreter.
     assert _run([str(shim), "-c", "import sys; print(sys.prefix)"], tmp_path).stdout.strip() == sys.prefix
 
