@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.tables import write_table
-from core.io import write_text
 
 NOTES = [
     "wall_s: wall-clock seconds; max_rss_mb: peak resident memory; cpu_s: CPU seconds (Snakemake benchmark).",
@@ -41,7 +40,6 @@ def summarise_benchmarks(stages: dict[str, list[str]], out_csv: str, out_md: str
     per_stage = per_stage.reindex([stage for stage in stages if stage in per_stage.index]).reset_index()
     per_stage["share"] = (per_stage["wall_s"] / total["wall_s"]).map("{:.1%}".format)
     frame = pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
-    write_table(frame, out_csv, out_md, "Time and memory per job", NOTES)
     stage_md = ["# Time per stage", "", per_stage.to_markdown(index=False, floatfmt=".1f"), ""]
-    write_text(out_md, "\n".join(stage_md) + "\n" + Path(out_md).read_text())
+    write_table(frame, out_csv, out_md, "Time and memory per job", NOTES, markdown_before=stage_md)
     return frame

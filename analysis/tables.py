@@ -10,10 +10,11 @@ import pandas as pd
 from core.io import write_text
 
 
-def write_table(frame: pd.DataFrame, out_csv: str | Path, out_md: str | Path, title: str, notes: list[str]) -> None:
-    """CSV for machines; Markdown (title, table, notes) for people."""
+def write_table(frame: pd.DataFrame, out_csv: str | Path, out_md: str | Path, title: str, notes: list[str],
+                markdown_before: list[str] = ()) -> None:
+    """CSV for machines; Markdown (`markdown_before` lines, then title, table, notes) for people."""
     write_text(out_csv, frame.to_csv(index=False, float_format="%.2f"))
-    lines = [f"# {title}", "", frame.to_markdown(index=False, floatfmt=".2f"), ""]
+    lines = [*markdown_before, f"# {title}", "", frame.to_markdown(index=False, floatfmt=".2f"), ""]
     lines += [f"- {note}" for note in notes]
     write_text(out_md, "\n".join(lines) + "\n")
 

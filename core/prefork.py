@@ -36,9 +36,11 @@ READY = "ready"
 DEFAULT_PRELOAD = ("torch", "torchvision", "pandas", "matplotlib.figure")
 _SHIM = """#!{python} -IS
 # Written by `python -m core.prefork serve`: `python -m MODULE ...` runs in a fork of the server.
-import sys
-sys.path.insert(0, {core!r})
-import prefork
+import importlib.util
+# Loaded by path: core/ on sys.path would shadow the standard library's io with core/io.py.
+spec = importlib.util.spec_from_file_location("prefork", {module!r})
+prefork = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(prefork)
 prefork.shim({python!r}, {socket!r})
 """
 _MAX_FDS = 3
@@ -148,7 +150,7 @@ def serve(folder: Path, preload: list[str]) -> None:
     server.bind(socket_path)
     server.listen(64)
     shim_path = folder / "python"
-    shim_path.write_text(_SHIM.format(python=sys.executable, core=str(Path(__file__).parent), socket=socket_path))
+    shim_path.write_text(_SHIM.format(python=sys.executable, module=str(Path(__file__).resolve()), socket=socket_path))
     shim_path.chmod(0o755)
     (folder / READY).write_text(f"{os.getpid()}\n")
     children: dict[int, socket.socket] = {}
