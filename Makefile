@@ -17,16 +17,13 @@ install: $(VENV)/.installed
 
 # One shell, so the closing line can give the wall time of the whole demo (DAG and report). The jobs'
 # `python -m ...` start as forks of a server that has imported torch and torchvision once (core/prefork.py:
-# ~6.5 s saved per job); the server stops with the recipe.
+# ~6.5 s saved per job); the server stops when the DAG ends.
 PREFORK := results/.prefork
 demo: $(VENV)/.installed
 	@set -e; start=$$(date +%s); \
 	echo "densebench smoke scale: a check that every stage runs for real at tiny size, not a ranking of methods."; \
 	VENV=$(VENV) bash tools/release_stale_lock.sh; \
-	rm -rf $(PREFORK); $(PY) -m core.prefork serve --dir $(PREFORK) > results/.prefork.log 2>&1 & server=$$!; \
-	trap 'kill $$server 2>/dev/null || true' EXIT; \
-	until [ -f $(PREFORK)/ready ]; do kill -0 $$server 2>/dev/null || { cat results/.prefork.log; exit 1; }; sleep 0.2; done; \
-	echo "$(SNAKEMAKE) all"; PATH="$(abspath $(PREFORK)):$$PATH" $(SNAKEMAKE) all; \
+	echo "$(SNAKEMAKE) all"; $(PY) -m core.prefork run --dir $(PREFORK) -- $(SNAKEMAKE) all; \
 	for table in results/table*.md results/prepare/edges/bsds_test.md results/benchmarks.md; do cat $$table; echo; done; \
 	$(MAKE) --no-print-directory report; \
 	echo "make demo: $$(( $$(date +%s) - start )) s wall on $(CORES) cores (per stage: results/benchmarks.md;" \

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 
 from analysis import (
     paper_tables,
@@ -20,6 +18,7 @@ from analysis import (
 from analysis.benchmarks import summarise_benchmarks
 from analysis.bsds_table import write_bsds_table
 from analysis.figures import plot_pretrain_losses
+from core.cli import register_lazily
 from core.errors import run_cli
 from core.io import write_json
 
@@ -38,8 +37,9 @@ def _alignment_uniformity(args: argparse.Namespace) -> None:
 
 # Commands whose modules import torch (~1 GB, seconds to start): imported only when run (or for --help),
 # so the many small table and report jobs start in a fraction of a second.
-TORCH_COMMANDS = {"coupling": "coupling", "object-knn": "object_knn", "correspondence": "correspondence",
-                  "pca-rgb": "embedding_figure", "proposal-quality": "proposal_quality"}
+TORCH_COMMANDS = {"coupling": "analysis.coupling", "object-knn": "analysis.object_knn",
+                  "correspondence": "analysis.correspondence", "pca-rgb": "analysis.embedding_figure",
+                  "proposal-quality": "analysis.proposal_quality"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="JSON file to write")
     p.set_defaults(func=_alignment_uniformity)
-    command = next((arg for arg in (sys.argv[1:] if argv is None else argv) if not arg.startswith("-")), None)
-    for name, module in TORCH_COMMANDS.items():
-        if command == name or command not in commands.choices:  # the command itself, or --help / a typo
-            importlib.import_module(f"analysis.{module}").register(commands)
+    register_lazily(commands, TORCH_COMMANDS, argv)
     args = parser.parse_args(argv)
     args.func(args)
 

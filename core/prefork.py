@@ -9,6 +9,8 @@ passed on). Anything else the shim runs with the real interpreter. The jobs run 
 imports are shared. Cluster profiles start every job as a fresh process.
 
     python -m core.prefork serve --dir DIR [--preload MODULE ...]   # DIR/python: the shim; DIR/ready when up
+    python -m core.prefork run --dir DIR [--preload ...] -- COMMAND  # COMMAND with the shim first on PATH
+                                                                     # (and in $DENSEBENCH_PYTHON), then stop
 
 Only the standard library is imported before the preloads: the shim and the server share this file.
 """
@@ -26,12 +28,15 @@ import runpy
 import select
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 SOCKET = "server.sock"
 READY = "ready"
+SHIM_ENV = "DENSEBENCH_PYTHON"  # the shim's path, for commands that start `python` by path (the tests)
 # torch + torchvision are ~6.5 s of every job's start; pandas and matplotlib ~1 s of the table jobs'.
 DEFAULT_PRELOAD = ("torch", "torchvision", "pandas", "matplotlib.figure")
 _SHIM = """#!{python} -IS
@@ -103,7 +108,11 @@ def _flush_streams() -> None:
             stream.flush()
 
 
-def _run_child(request: dict, fds: list[int]) -> None:
+def _pythonpath(env: dict[str, str]) -> list[str]:
+    return [os.path.abspath(entry) for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+
+
+def _run_child(request: dict, fds: list[int], base_path: list[str]) -> None:
     """In the fork: become the job (`python -m MODULE ARGS` in its folder, environment and streams); never
     returns into the server's loop."""
     code = 1
@@ -117,7 +126,8 @@ def _run_child(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.path[0] = request["cwd"]  # what `python -m` puts first
+        # What `python -m` puts first: the working folder, then the job's PYTHONPATH, then the library.
+        sys.path[:] = [request["cwd"], *_pythonpath(request["env"]), *base_path]
         module, *args = request["argv"]
         sys.argv = [module, *args]
         try:
@@ -139,6 +149,8 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
 def serve(folder: Path, preload: list[str]) -> None:
     """Import `preload`, write the shim and the socket into `folder`, then fork one child per request."""
+    own = {sys.path[0], *_pythonpath(dict(os.environ))}
+    base_path = [entry for entry in sys.path[1:] if entry not in own]  # the library part of sys.path
     for module in preload:
         importlib.import_module(module)
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,7 +191,7 @@ def serve(folder: Path, preload: list[str]) -> None:
                 if pid == 0:  # the job holds none of the server's sockets
                     for sock in (server, client, *children.values()):
                         sock.close()
-                    _run_child(request, fds)
+                    _run_child(request, fds, base_path)
                 for fd in fds:
                     os.close(fd)
                 children[pid] = client
@@ -207,6 +219,32 @@ def _kill(pid: int, number: int) -> None:
         os.kill(pid, number)
 
 
+def run(folder: Path, preload: list[str], command: list[str]) -> int:
+    """Start the server on `folder`, run `command` with the shim first on PATH and in $DENSEBENCH_PYTHON, stop
+    the server; the command's exit status. The server's output goes to `folder`.log."""
+    if not command:
+        raise SystemExit("prefork run: name the command after --")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / READY).unlink(missing_ok=True)
+    log_path = folder.with_name(folder.name + ".log")
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "core.prefork", "serve", "--dir", str(folder),
+                                   "--preload", *preload], stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=Path(__file__).resolve().parents[1])
+    try:
+        while not (folder / READY).exists():
+            if server.poll() is not None:
+                raise SystemExit(f"prefork: the server did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        shim_path = str((folder / "python").resolve())
+        env = {**os.environ, "PATH": f"{Path(shim_path).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               SHIM_ENV: shim_path}
+        return subprocess.run(command, env=env).returncode
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.prefork", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,8 +252,15 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("serve", help="import the preloads, then start `python -m` jobs as forks")
     p.add_argument("--dir", type=Path, required=True, help="folder of the shim (DIR/python), socket and ready file")
     p.add_argument("--preload", nargs="*", default=list(DEFAULT_PRELOAD), help="modules to import once")
+    p = commands.add_parser("run", help="run a command whose `python -m` jobs start as forks, then stop the server")
+    p.add_argument("--dir", type=Path, required=True, help="folder of the shim, socket and ready file")
+    p.add_argument("--preload", nargs="*", default=list(DEFAULT_PRELOAD), help="modules to import once")
+    p.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
     args = parser.parse_args(argv)
-    serve(args.dir, args.preload)
+    if args.command == "serve":
+        serve(args.dir, args.preload)
+    else:
+        sys.exit(run(args.dir, args.preload, args.job[1:] if args.job[:1] == ["--"] else args.job))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,21 @@ from prepare.shards import image_list_hash, run_shard, write_index
 BSDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bsds500" / "BSDS500"
 
 
+# The files whose tests take longest (~30-90 s each on 2 cores), longest first. pytest-xdist's `--dist loadfile`
+# hands files to the workers in collection order: started first, they do not leave one worker running alone
+# at the end of `make test` while the other idles.
+LONG_FILES = ("test_pretrain.py", "test_ddp.py", "test_workflow.py", "test_detection.py", "test_segmentation.py",
+              "test_pretrain_preemption.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the `slurm` tests last: see test_slurm.test_slurm_tests_run_last."""
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)  # stable: keeps the rest in order
+    """The long files first, the `slurm` tests last (see test_slurm.test_slurm_tests_run_last)."""
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        name = item.path.name
+        return item.get_closest_marker("slurm") is not None, LONG_FILES.index(name) if name in LONG_FILES else len(
+            LONG_FILES)
+
+    items.sort(key=order)  # stable: keeps the order of the tests within each file
 
 
 def edge_model_cli(argv: list[str]) -> None:

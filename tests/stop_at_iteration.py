@@ -1,8 +1,8 @@
 """Preemption tests: `python -m finetune <detection|segmentation> ...` stopped by a real signal at a known iteration.
 
-Run as a script (`python tests/stop_at_iteration.py <k> <finetune arguments>`), this is `python -m finetune`
-whose training holds before iteration k (0-based) and prints PAUSED until a stop signal has arrived, so
-the test sends the signal from outside while iteration k is under way. `run_stopped` does both.
+Run as a module (`python -m stop_at_iteration <k> <finetune arguments>`, tests/ on PYTHONPATH), this is
+`python -m finetune` whose training holds before iteration k (0-based) and prints PAUSED until a stop signal
+has arrived, so the test sends the signal from outside while iteration k is under way. `run_stopped` does both.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from interpreter import PYTHON
+
 REPO = Path(__file__).resolve().parents[1]
 PAUSED = "PAUSED before iteration"
 
 
 def run_stopped(argv: list[str], iteration: int, signum: int = signal.SIGTERM) -> tuple[int, str]:
     """Run `python -m finetune *argv`, send `signum` once it reaches `iteration`; its exit code and output."""
-    proc = subprocess.Popen([sys.executable, __file__, str(iteration), *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    pythonpath = os.pathsep.join([str(REPO), str(Path(__file__).parent)])
+    proc = subprocess.Popen([PYTHON, "-m", Path(__file__).stem, str(iteration), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": pythonpath})
     assert proc.stdout is not None
     output = []
     for line in proc.stdout:

@@ -42,7 +42,7 @@ PROTOCOL = {
     "detections_per_image": 20,
     "rpn_pre_nms_topk_test": 50,
     "rpn_post_nms_topk_test": 10,
-    "roi_batch_size_per_image": 16,
+    "roi_batch_size_per_image": 4,  # res5 runs on every sampled RoI: the bulk of a C4 step
     "checkpoint_period": 2,
     "precise_bn_iters": 2,
     "eval_images": None,
@@ -378,7 +378,7 @@ def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-_FPN = {"model": "mask_rcnn_fpn", "dataset": "coco", "max_iter": 2, "steps": [], "checkpoint_period": 1,
+_FPN = {"model": "mask_rcnn_fpn", "dataset": "coco", "max_iter": 1, "steps": [], "checkpoint_period": 1,
         "precise_bn_iters": 1}
 
 
@@ -386,7 +386,7 @@ _FPN = {"model": "mask_rcnn_fpn", "dataset": "coco", "max_iter": 2, "steps": [],
     ("protocol", "metrics"),
     [
         ({}, {"AP", "AP50", "AP75", "APm", "APm50", "APm75"}),
-        ({"model": "keypoint_rcnn_fpn", "dataset": "coco_keypoints"},
+        ({"model": "keypoint_rcnn_fpn", "dataset": "coco_keypoints", "detections_per_image": 5},
          {"AP", "AP50", "AP75", "APkp", "APkp50", "APkp75"}),
         ({"model": "retinanet_fpn", "rpn_pre_nms_topk_test": None, "rpn_post_nms_topk_test": None,
           "roi_batch_size_per_image": None}, {"AP", "AP50", "AP75"}),

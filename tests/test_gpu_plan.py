@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from interpreter import PYTHON
 
 from cluster.dryrun import dry_run
 from cluster.estimate import CPU_SOURCE, JobPlan, plan_job
@@ -167,7 +167,7 @@ def test_placeholders_cover_every_paper_dataset(tmp_path: Path) -> None:
 def test_gpu_plan_of_table1_matches_the_dry_run(tmp_path: Path) -> None:
     """The CLI on the real paper config: one row group per rule of table 1, as many jobs as the dry run lists."""
     out_csv, out_md = tmp_path / "plan" / "gpu_hours.csv", tmp_path / "plan" / "gpu_hours.md"
-    result = subprocess.run([sys.executable, "-m", "cluster", "gpu-plan", "--tables", "1", "--out-csv", str(out_csv),
+    result = subprocess.run([PYTHON, "-m", "cluster", "gpu-plan", "--tables", "1", "--out-csv", str(out_csv),
                              "--out-md", str(out_md)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     roots = make_placeholders(tmp_path / "placeholders", dataset_names())

@@ -85,3 +85,28 @@ def test_stop_signals_reach_the_job_and_a_killed_shim_takes_its_job_along(shim: 
         assert bystander.poll() is None and Path(f"/proc/{bystander_pid}").exists()
         bystander.terminate()
         assert bystander.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+def test_the_jobs_pythonpath_comes_first_as_for_python(shim: Path, tmp_path: Path) -> None:
+    """A fresh `python -m` puts its folder, then $PYTHONPATH, before the library; the fork does the same (the
+    server's own folder is not on it), so a job run from another folder finds the modules its PYTHONPATH names."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "path_module.py").write_text("import sys\nprint(sys.path[:2])\n")
+    (tmp_path / "elsewhere").mkdir()
+    commands = ([str(shim), "-m", "path_module"], [sys.executable, "-m", "path_module"])
+    through_shim, direct = (subprocess.run(command, cwd=tmp_path / "elsewhere", capture_output=True, text=True,
+                                           env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")}, timeout=60)
+                            for command in commands)
+    assert through_shim.stdout == direct.stdout == f"{[str(tmp_path / 'elsewhere'), str(tmp_path / 'lib')]}\n"
+    assert "No module named path_module" in subprocess.run(commands[0], cwd=tmp_path / "elsewhere", timeout=60,
+                                                           capture_output=True, text=True).stderr
+
+
+def test_run_puts_the_shim_first_and_stops_the_server(tmp_path: Path) -> None:
+    folder = tmp_path / "prefork"
+    command = [sys.executable, "-m", "core.prefork", "run", "--dir", str(folder), "--preload", "json", "--",
+               "sh", "-c", 'command -v python; echo "$DENSEBENCH_PYTHON"; exit 7']
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    shim_path = str((folder / "python").resolve())
+    assert result.returncode == 7 and result.stdout.split() == [shim_path, shim_path], result.stderr
+    assert not (folder / "server.sock").exists()  # the server stopped and removed its socket

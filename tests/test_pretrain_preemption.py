@@ -8,12 +8,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from interpreter import PYTHON
 from torch.utils.data import DataLoader, Dataset
 
 import pretrain.train as train_mod
@@ -47,7 +47,7 @@ def test_signal_saves_state_and_the_rerun_matches(signum: signal.Signals, image_
     k = random.Random(int(signum)).randint(1, 4)  # signal once k iterations are logged
     with (tmp_path / "stderr.txt").open("w") as stderr:
         # A session of its own, signalled as a whole: SLURM signals every process of the job step.
-        proc = subprocess.Popen([sys.executable, "-m", "pretrain", "train", "--method", "mocov2", "--image-list",
+        proc = subprocess.Popen([PYTHON, "-m", "pretrain", "train", "--method", "mocov2", "--image-list",
                                  image_list, "--config-json", json.dumps(CFG), "--data-name", "test",
                                  "--out", str(tmp_path)], cwd=REPO, stderr=stderr, start_new_session=True)
         deadline = time.monotonic() + 120

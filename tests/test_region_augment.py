@@ -148,7 +148,7 @@ def test_prc_invariants(boxes: torch.Tensor, max_cover: float) -> None:
     area = pixels.sum((1, 2))
     union = pixels.any(0)
     restored_any = False
-    for seed in range(100):
+    for seed in range(30):
         rects, kept = _proposal_cutouts(boxes, 64, 64, size_range, max_cover, gen(seed))
         assert torch.equal(proposal_random_cutout(boxes, 64, 64, size_range, max_cover, gen(seed)), kept.any(0))
         assert not (kept.any(0) & ~union).any()

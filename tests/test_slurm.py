@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from interpreter import PYTHON, PYTHON_BIN
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
@@ -25,8 +25,8 @@ DATASETS = SHARED / "datasets"
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Snakemake as a user runs it: from the repository root (where `--profile slurm` is looked up), with
     the repo's packages importable in the SLURM jobs (sbatch exports this environment)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args], cwd=REPO,
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{PYTHON_BIN}:{os.environ['PATH']}"}
+    return subprocess.run([PYTHON, "-m", "snakemake", "--directory", str(workdir), *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -6,11 +6,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
+from interpreter import PYTHON, PYTHON_BIN
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def snakemake(*args: str) -> subprocess.CompletedProcess[str]:
     """Snakemake on the repo's Snakefile in an empty working directory (no results/, no lock)."""
     with tempfile.TemporaryDirectory() as workdir:
-        return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        return subprocess.run([PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                                "--directory", workdir, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -246,10 +246,10 @@ def test_dataset_builders_without_shared_data_build_procedural_layouts(tmp_path:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
              "--cores", "1", "--configfile", configfile(tmp_path, override), *args, "--", *targets],
             cwd=REPO, capture_output=True, text=True, timeout=300,
-            env={**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+            env={**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{PYTHON_BIN}:{os.environ['PATH']}"},
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result
