@@ -5,6 +5,11 @@ at both levels whatever the pre-training scheme (Fig. 2 caption): instance = the
 global-average-pooled last feature map, dense = its L2-normalised cells. L_a and L_u have the
 training losses' definitions (`pretrain.losses.alignment` / `uniformity`).
 
+Dense L_u is reported under both readings of the paper (dense_alignment_uniformity.md Sec. 3.3): "uniform"
+is Wang & Isola's metric, which the paper says it adopts (t = 2, every pair of cells of all images), and
+"uniform_same_index" the definition it prints: G(x, y) = exp(-||x - y||^2) (t = 1) over pairs of images
+(i, j) at the same index p. Table 3's dense tau uses the printed one and shows the other beside it.
+
 Positive pairs are two independently augmented views of each held-out image, paired index-wise
 for the dense level: the pairs the paper trains on (Sec. 3.3). Two views sharing one crop would
 make dense alignment degenerate (only photometric change), so we keep the training pairs although
@@ -28,6 +33,7 @@ from pretrain.models import ResNetTrunk
 
 ALIGN_ALPHA = 2.0  # Wang & Isola, ssnl/align_uniform: align_loss default alpha = 2
 UNIFORM_T = 2.0  # Wang & Isola, ssnl/align_uniform: uniform_loss default t = 2
+PRINTED_T = 1.0  # dense_alignment_uniformity.md Sec. 3.3: G(x, y) = exp(-||x - y||^2)
 
 
 def load_backbone(path: str | Path, arch: str) -> ResNetTrunk:
@@ -73,6 +79,20 @@ def chunked_uniformity(x: torch.Tensor, t: float, chunk: int = 512) -> float:
     return math.log(total / (n * (n - 1)))
 
 
+@torch.no_grad()
+def same_index_uniformity(maps: torch.Tensor, t: float = PRINTED_T) -> float:
+    """The paper's printed dense L_u of L2-normalised cells maps [N, HW, D]: the log of the mean, over ordered
+    pairs of distinct images (i, j) and positions p, of exp(-t ||h_(i,p) - h_(j,p)||^2). Float64 sums."""
+    n, cells = maps.shape[:2]
+    total = 0.0
+    for position in range(cells):
+        x = maps[:, position]
+        sq_dist = (2 - 2 * x @ x.t()).clamp_min(0)  # unit vectors
+        potential = sq_dist.mul(-t).exp()
+        total += potential.sum(dtype=torch.float64).item() - potential.diagonal().sum(dtype=torch.float64).item()
+    return math.log(total / (cells * n * (n - 1)))
+
+
 def align_uniform_of(view1: torch.Tensor, view2: torch.Tensor, alpha: float, t: float) -> dict[str, float]:
     """L_a over the rows paired across [N, D] views; L_u the mean of both views' uniformity, as in training."""
     view1, view2 = F.normalize(view1, dim=-1), F.normalize(view2, dim=-1)
@@ -96,6 +116,7 @@ def measure_alignment_uniformity(backbone_path: str | Path, image_list: str, arc
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     indices = sorted(order[:max_images])
     dense1, dense2 = encode_view_pairs(load_backbone(backbone_path, arch), dataset, indices, batch_size)
+    dense = align_uniform_of(dense1.flatten(0, 1), dense2.flatten(0, 1), align_alpha, uniform_t)
+    dense["uniform_same_index"] = sum(same_index_uniformity(F.normalize(maps, dim=-1)) for maps in (dense1, dense2)) / 2
     return {"instance": align_uniform_of(dense1.mean(dim=1), dense2.mean(dim=1), align_alpha, uniform_t),
-            "dense": align_uniform_of(dense1.flatten(0, 1), dense2.flatten(0, 1), align_alpha, uniform_t),
-            "images": len(indices)}
+            "dense": dense, "images": len(indices)}

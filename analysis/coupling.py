@@ -18,11 +18,12 @@ rescaled so that its longer side is `object_size`, and centred in an `object_siz
   cos(f(centre), f(cell)), averaged over the objects. 1 means no positional information.
 
 Our choices where the paper is silent: A is always on the left; objects keep their aspect ratio; the RoI is
-the pasted object's box; `gap` black pixels separate A's and B's cells, because the bilinear samples of an
-aligned RoIAlign reach half a feature cell past the box: with gap 0 A's C5 RoI reads B's first feature
-column and even a network without spatial mixing shows CR != 1, with a gap it gives CR = 1 exactly
-(tests/test_coupling.py); `object_size` is a multiple of 32 so that every grid cell sits at the same phase
-of every stage's sampling grid (otherwise MCS < 1 even without any positional bias); RoIAlign is the
+the pasted object's box. `gap` black pixels separate A's and B's cells: 0 in the configs, the paper's "next
+to each other". The bilinear samples of an aligned RoIAlign reach half a feature cell past the box, so with
+gap 0 A's C5 RoI reads B's first feature column and even a network without spatial mixing shows CR != 1;
+a gap of one C5 stride (32) gives CR = 1 exactly there (tests/test_coupling.py), at the cost of A and B no
+longer touching (docs/protocol_notes.md); `object_size` is a multiple of 32 so that every grid cell sits at
+the same phase of every stage's sampling grid (otherwise MCS < 1 even without any positional bias); RoIAlign is the
 aligned (half-pixel) variant, as detectron2's ROIAlignV2, with adaptive sampling. Outer MCS cells whose
 object touches the canvas edge also differ by RoIAlign's edge clamping (samples beyond the map read the
 edge cell), which is below 3e-4 of MCS for a network without spatial mixing. Objects are

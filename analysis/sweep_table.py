@@ -30,6 +30,7 @@ def sweep_frame(members: list[dict[str, Any]]) -> pd.DataFrame:
             "tau": member.get("temperature"), "w_a": member.get("align_weight"), "w_u": member.get("uniform_weight"),
             "instance L_a": measured["instance"]["align"], "instance L_u": measured["instance"]["uniform"],
             "dense L_a": measured["dense"]["align"], "dense L_u": measured["dense"]["uniform"],
+            "dense L_u same-index": measured["dense"]["uniform_same_index"],
             "held-out images": measured["images"], "run": spec["run"],
         })
     return pd.DataFrame(rows)
@@ -39,6 +40,7 @@ def write_sweep_table(members: list[dict[str, Any]], out_csv: str | Path, out_md
     frame = sweep_frame(members)
     notes = ["L_a: alignment (Wang & Isola, alpha = 2), L_u: uniformity (Gaussian potential, t = 2), measured on "
              "the image set's held-out split with two augmented views per image; lower is better for both.",
+             "dense L_u same-index: the paper's printed dense L_u (t = 1, pairs of images at the same index).",
              "instance: global-average-pooled backbone features; dense: per-position backbone features, paired by "
              "index, measured for every model whatever its training scheme (paper Fig. 2 caption)."]
     write_table(frame, out_csv, out_md, "Alignment/uniformity sweep (dense index-wise contrast)", notes)

@@ -32,6 +32,11 @@ LEVELS = ("instance", "dense")
 LOSS_LABELS = {"align_uniform": "L_a & L_u", "infonce": "InfoNCE"}  # the paper's row order
 TOP_K = 10  # the paper's "top10"
 STATS = ("exp", "max", "avg", "top10", "tau")
+# The L_u each level's tau uses: instance, Wang & Isola's metric (which the paper adopts); dense, the definition
+# the paper prints (t = 1, pairs at the same index; analysis/alignment_uniformity.py). The dense tau under Wang &
+# Isola's L_u (t = 2, all pairs of cells) is shown beside it, so a reader sees whether the sign depends on it.
+UNIFORMITY = {"instance": "instance L_u", "dense": "dense L_u same-index"}
+OTHER_TAU = "tau (W&I L_u)"
 
 
 def _check_spec(spec: Any) -> None:
@@ -101,9 +106,13 @@ def model_frame(spec: dict[str, Any]) -> pd.DataFrame:
 def group_stats(models: pd.DataFrame, evaluation: str, level: str) -> dict[str, Any]:
     """exp, max, avg, top10 (mean of the min(10, exp) best) and the paper's tau of one group of models."""
     performance = models[evaluation].to_numpy(dtype=float)
-    tau = alignment_uniformity_tau(models[f"{level} L_a"], models[f"{level} L_u"], performance)
-    return {"exp": len(performance), "max": performance.max(), "avg": performance.mean(),
-            "top10": np.sort(performance)[::-1][:TOP_K].mean(), "tau": tau.tau, "tau reason": tau.reason}
+    tau = alignment_uniformity_tau(models[f"{level} L_a"], models[UNIFORMITY[level]], performance)
+    stats = {"exp": len(performance), "max": performance.max(), "avg": performance.mean(),
+             "top10": np.sort(performance)[::-1][:TOP_K].mean(), "tau": tau.tau, "tau reason": tau.reason}
+    if level == "dense":
+        other = alignment_uniformity_tau(models["dense L_a"], models["dense L_u"], performance)
+        stats |= {OTHER_TAU: other.tau, f"{OTHER_TAU} reason": other.reason}
+    return stats
 
 
 def _groups(models: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
@@ -161,6 +170,8 @@ def table3_frame(models: pd.DataFrame, evaluations: dict[str, dict[str, str]],
             for name, evaluation in evaluations.items():
                 stats = group_stats(group, name, evaluation["level"])
                 row.update({f"{name} {s}": _cell(s, stats[s], stats["tau reason"]) for s in STATS})
+                if OTHER_TAU in stats:
+                    row[f"{name} {OTHER_TAU}"] = _cell("tau", stats[OTHER_TAU], stats[f"{OTHER_TAU} reason"])
                 if reference is not None:
                     paper = _paper_cells(reference, (paper_sets or {}).get(data), scheme, label,
                                          evaluation.get("paper"), stats)
@@ -188,11 +199,11 @@ def plot_alignment_uniformity(models: pd.DataFrame, evaluations: dict[str, dict[
             ax, level = axes[row][col], evaluation["level"]
             norm = (subset[name].min(), subset[name].max())
             for (loss, scheme), group in subset.groupby(["loss", "scheme"], sort=False):
-                points = ax.scatter(group[f"{level} L_u"], group[f"{level} L_a"], c=group[name], cmap="viridis",
+                points = ax.scatter(group[UNIFORMITY[level]], group[f"{level} L_a"], c=group[name], cmap="viridis",
                                     vmin=norm[0], vmax=norm[1], marker=markers[loss], s=60,
                                     edgecolors=edges.get(scheme, "grey"), linewidths=1.2)
             fig.colorbar(points, ax=ax, label=f"{name} {evaluation['metric']}")
-            ax.set(title=f"{data}: {name}", xlabel=f"{level} L_u (uniformity)",
+            ax.set(title=f"{data}: {name}", xlabel=f"{UNIFORMITY[level]} (uniformity)",
                    ylabel=f"{level} L_a (alignment)")
             ax.grid(alpha=0.3)
     handles = [Line2D([], [], linestyle="", marker=markers[loss], markerfacecolor="lightgrey", markersize=8,
@@ -222,7 +233,10 @@ def write_table3(spec: dict[str, Any], out_csv: str | Path, out_md: str | Path, 
                  "average all of theirs)" if min(sizes) < TOP_K else "") + ".",
               "tau: Kendall's tau-b between r(L_a) + r(L_u) and r(performance), r = min-max normalisation over "
               "the group's models (dense_alignment_uniformity.md Sec. 4.1); negative: better alignment-uniformity "
-              "goes with better performance. n/a: undefined (fewer than 2 models, or all values tied)."]
+              "goes with better performance. n/a: undefined (fewer than 2 models, or all values tied).",
+              "L_u of tau: instance level, Wang & Isola's (t = 2, all pairs), which the paper adopts; dense level, the "
+              f"paper's printed definition (t = 1, pairs of images at the same index). '{OTHER_TAU}': the dense tau "
+              "under Wang & Isola's L_u (all pairs of cells), beside it."]
     if random_init is not None:
         notes.append("random init: the same randomly initialised backbone, repeated under each image set (paper).")
     notes.append(f"paper: {PAPERS['dense_alignment_uniformity']}, Tables 1-2 (group of image set "

@@ -35,7 +35,7 @@ TABLES: dict[int, TableSpec] = {
                  + _cols("coco_instance_fpn", "AP", "APm") + _cols("coco_instance_c4", "AP", "APm")
                  + _cols("coco_retinanet", "AP") + _cols("voc_segmentation", "mIoU")
                  + _cols("cityscapes_segmentation", "mIoU")),
-    4: TableSpec("Table 4: O-KNN and disturbed O-KNN", "D3SSL Tab. 6",
+    4: TableSpec("Table 4: O-KNN and disturbed O-KNN", "D3SSL Tab. 4",
                  _cols("object_knn", "OKNN_top1", "OKNN_top5", "DOKNN_top1", "DOKNN_top5")),
     5: TableSpec("Table 5: coupling rate and mean cosine similarity per stage", "D3SSL Fig. 3b / 4b",
                  _cols("coupling", "CR_C2", "CR_C3", "CR_C4", "CR_C5", "MCS_C2", "MCS_C3", "MCS_C4", "MCS_C5"),

@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.images import load_rgb  # noqa: E402
-from prepare.proposals import filter_boxes, selective_search  # noqa: E402
+from prepare.proposals import filter_boxes, search_scale, selective_search  # noqa: E402
 
 COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco_mini"
 
@@ -63,7 +63,7 @@ def main() -> None:
             rgb = np.asarray(load_rgb(COCO / "val2017" / name))
             start = time.perf_counter()
             boxes = selective_search(rgb, mode, args.max_side)
-            kept, _ = filter_boxes(boxes, rgb.shape[:2])
+            kept, _ = filter_boxes(boxes, rgb.shape[:2], 1 / search_scale(*rgb.shape[:2], args.max_side))
             elapsed += time.perf_counter() - start
             raw_counts.append(len(boxes))
             kept_counts.append(len(kept))

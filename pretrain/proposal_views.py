@@ -6,9 +6,10 @@ resized to a square, view 2 a random resized crop (scale [0.6, 1] for SoCo, [0.4
 both take BYOL's asymmetric colour augmentation and a random flip, as SoCo's `ImageAsymBboxCutout`.
 A proposal is used when at least half of it lies inside view 2's crop (view 1 shows the whole
 image) and it spans >= 2 pixels per side there; it is clipped to the crop. K of them are drawn per
-image, repeated when fewer exist (SoCo's `--padding_k`). An image with no usable proposal, e.g. an
-empty record (selective search found nothing even after the prepare stage's "none" filter
-fallback), uses view 2's crop as its one box.
+image, repeated when fewer exist (SoCo's `--padding_k`); `box_ids` says which boxes are copies of
+one proposal (SoCo's proposal ids). An image whose record holds no box (none passed the prepare
+stage's filters) has the whole image as its one proposal, as in SoCo's dataset; when no proposal is
+visible in view 2, its crop is the box (SoCo instead redraws the views up to `--max_tries` times).
 """
 
 from __future__ import annotations
@@ -46,20 +47,24 @@ def region_views(size: int, crop_scale: Sequence[float]) -> tuple[ViewConfig, Vi
 
 
 def proposal_boxes(record: dict[str, np.ndarray] | None, original_size: tuple[int, int]) -> torch.Tensor:
-    """An image's proposals [n, 4] as [0, 1] source coordinates (records hold pixels of the original file)."""
+    """An image's proposals [n, 4] as [0, 1] source coordinates (records hold pixels of the original file);
+    the whole image when the record holds none."""
     boxes = None if record is None else record.get("boxes")
     if boxes is None or boxes.ndim != 2 or boxes.shape[1] != 4:
         raise UserError("the proposal record has no 'boxes' array of shape [n, 4]: the store is not the output of "
                         "`python -m prepare proposals`. Rebuild it with the prepare stage.")
+    if len(boxes) == 0:
+        return torch.tensor([[0.0, 0.0, 1.0, 1.0]])
     width, height = original_size
     return torch.from_numpy(boxes).float() / torch.tensor([width, height, width, height], dtype=torch.float32)
 
 
 def select_visible(boxes: torch.Tensor, crop: torch.Tensor, k: int, view_size: int,
-                   gen: torch.Generator) -> torch.Tensor:
+                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """K proposals ([0, 1] source coordinates) visible in a view_size x view_size view whose crop is `crop`
     [x1, y1, x2, y2], clipped to it; drawn without repetition, then repeated to fill K (see the module
-    docstring). Proposals under MIN_VIEW_PIXELS per side in the view are dropped: they cover no pixel there."""
+    docstring), and their ids [K] (equal for copies of one proposal). Proposals under MIN_VIEW_PIXELS per
+    side in the view are dropped: they cover no pixel there."""
     clipped = torch.cat([torch.maximum(boxes[:, :2], crop[:2]), torch.minimum(boxes[:, 2:], crop[2:4])], dim=1)
     sides = (clipped[:, 2:] - clipped[:, :2]).clamp_min(0)
     area = (boxes[:, 2:] - boxes[:, :2]).prod(dim=1)
@@ -70,7 +75,7 @@ def select_visible(boxes: torch.Tensor, crop: torch.Tensor, k: int, view_size: i
     order = torch.randperm(len(usable), generator=gen)[:k]
     if len(order) < k:
         order = torch.cat([order, torch.randint(len(usable), (k - len(order),), generator=gen)])
-    return usable[order]
+    return usable[order], order
 
 
 def to_view_pixels(boxes: torch.Tensor, geometry: torch.Tensor, size: int) -> torch.Tensor:
@@ -82,13 +87,14 @@ def to_view_pixels(boxes: torch.Tensor, geometry: torch.Tensor, size: int) -> to
 
 def proposal_sample(source: SampleSource, views: tuple[ViewConfig, ViewConfig], k: int,
                     gen: torch.Generator) -> Sample:
-    """Both views and the K selected proposals in each view's pixels (`boxes1`, `boxes2`: [K, 4])."""
+    """Both views, the K selected proposals in each view's pixels (`boxes1`, `boxes2`: [K, 4]) and their ids
+    (`box_ids`: [K])."""
     sample = two_views(source.image, views, gen)
-    boxes = select_visible(proposal_boxes(source.record, source.original_size), sample["geom2"], k, views[1].size,
-                           gen)
+    boxes, ids = select_visible(proposal_boxes(source.record, source.original_size), sample["geom2"], k,
+                                views[1].size, gen)
     return {"view1": sample["view1"], "view2": sample["view2"],
             "boxes1": to_view_pixels(boxes, sample["geom1"], views[0].size),
-            "boxes2": to_view_pixels(boxes, sample["geom2"], views[1].size)}
+            "boxes2": to_view_pixels(boxes, sample["geom2"], views[1].size), "box_ids": ids}
 
 
 def downsample(view: torch.Tensor, boxes: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -148,7 +148,8 @@ def test_pretrain_loss_figure(tmp_path: Path) -> None:
 
 
 def test_sweep_table_lists_each_model_with_its_objective(tmp_path: Path) -> None:
-    measured = {"instance": {"align": 0.5, "uniform": -2.0}, "dense": {"align": 0.75, "uniform": -1.5}, "images": 8}
+    measured = {"instance": {"align": 0.5, "uniform": -2.0},
+                "dense": {"align": 0.75, "uniform": -1.5, "uniform_same_index": -1.25}, "images": 8}
     (tmp_path / "m.json").write_text(json.dumps(measured))
     members = [{"run": "r1", "data": "coco", "member": {"scheme": "dense", "loss": "infonce", "temperature": 0.2},
                 "metrics": str(tmp_path / "m.json")},
@@ -158,6 +159,7 @@ def test_sweep_table_lists_each_model_with_its_objective(tmp_path: Path) -> None
     frame = write_sweep_table(members, tmp_path / "s.csv", tmp_path / "s.md")
     assert frame["tau"].tolist()[0] == 0.2 and frame["w_u"].tolist()[1] == 2.0
     assert frame["dense L_a"].tolist() == [0.75, 0.75] and frame["instance L_u"].tolist() == [-2.0, -2.0]
+    assert frame["dense L_u same-index"].tolist() == [-1.25, -1.25]
     members[0]["metrics"] = str(tmp_path / "absent.json")
     with pytest.raises(UserError, match="missing .*absent.json"):
         write_sweep_table(members, tmp_path / "s.csv", tmp_path / "s.md")

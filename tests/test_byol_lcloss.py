@@ -141,6 +141,12 @@ def test_lcloss_total_is_the_weighted_sum_and_targets_get_no_gradient() -> None:
     out = model(v_c, v_sc, geom_c, geom_sc, iteration=0, total=10)
     assert out["loss_local"].item() > 0
     assert out["loss"].item() == pytest.approx(0.9 * out["loss_global"].item() + 0.1 * out["loss_local"].item())
+    # L_G is Eq. 1 for one input: the mean of the two directions, not BYOL's sum (which would double its weight).
+    with torch.no_grad():
+        p_c, p_sc = (model.predictor(model.projector(model.backbone(v))) for v in (v_c, v_sc))
+        z_c, z_sc = (model.target_projector(model.target_backbone(v)) for v in (v_c, v_sc))
+    expected_global = ((_cos_loss(p_c, z_sc) + _cos_loss(p_sc, z_c)) / 2).mean()
+    assert out["loss_global"].item() == pytest.approx(expected_global.item(), rel=1e-5)
     # the local term is computed from I_sc online against I_c target (Sec. 3)
     with torch.no_grad():
         online_sc = model.local_head(model.backbone(v_sc))
@@ -151,6 +157,13 @@ def test_lcloss_total_is_the_weighted_sum_and_targets_get_no_gradient() -> None:
     out["loss"].backward()
     assert all(p.grad is None for p in model.target_local_head.parameters())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.local_head.parameters())
+
+
+def test_local_projection_is_conv_bn_conv_as_listed_in_sec_4_1() -> None:
+    head = _model("lcloss").local_head
+    assert [type(layer) for layer in head] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Conv2d]
+    assert (head[0].in_channels, head[0].out_channels, head[0].kernel_size) == (512, 512, (1, 1))
+    assert (head[2].out_channels, head[2].kernel_size) == (LCLOSS_CFG["local_dim"], (1, 1))
 
 
 def test_lcloss_view_c_is_the_whole_image_without_flip() -> None:

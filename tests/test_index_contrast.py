@@ -11,7 +11,7 @@ import torchvision
 from torch.nn import functional as F
 
 import pretrain.train as train_mod
-from analysis.alignment_uniformity import chunked_uniformity, measure_alignment_uniformity
+from analysis.alignment_uniformity import chunked_uniformity, measure_alignment_uniformity, same_index_uniformity
 from core.errors import UserError
 from pretrain.losses import alignment, dense_info_nce, uniformity
 from pretrain.methods import build_method
@@ -129,6 +129,16 @@ def test_trains_and_exports_a_torchvision_resnet(image_list: str, tmp_path, sche
     assert len(rows) == 2 and all(math.isfinite(float(v)) for row in rows for v in row.split(","))
 
 
+def test_printed_dense_uniformity_pairs_images_at_the_same_index() -> None:
+    """dense_alignment_uniformity.md Sec. 3.3: L_u = log mean over image pairs (i, j), positions p of
+    exp(-||h_(i,p) - h_(j,p)||^2). Two images, two cells: at p = 0 the cells are orthogonal (d^2 = 2), at p = 1
+    equal (d^2 = 0); the cells of one image never pair with each other."""
+    maps = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
+                         [[0.0, 1.0], [0.0, 1.0]]])
+    assert same_index_uniformity(maps) == pytest.approx(math.log((math.exp(-2) + 1) / 2))
+    assert same_index_uniformity(maps, t=2.0) == pytest.approx(math.log((math.exp(-4) + 1) / 2))
+
+
 def test_measurement_is_finite_and_deterministic(image_list: str, tmp_path) -> None:
     torch.manual_seed(0)
     state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
@@ -143,5 +153,6 @@ def test_measurement_is_finite_and_deterministic(image_list: str, tmp_path) -> N
     for level in ("instance", "dense"):
         assert 0 <= first[level]["align"] <= 4  # squared distances of unit vectors
         assert -8 <= first[level]["uniform"] <= 0  # log of a mean of exp(-2 d^2), d^2 in [0, 4]
+    assert -4 <= first["dense"]["uniform_same_index"] <= 0  # log of a mean of exp(-d^2)
     assert measure(0) == first
     assert measure(1) != first  # the seed draws other views and images

@@ -100,10 +100,12 @@ EVALUATIONS = {"linear_eval": {"metric": "top1", "level": "instance"},
 
 def _member(root: Path, run: str, data: str, scheme: str, loss: str, instance: tuple[float, float],
             dense: tuple[float, float], top1: list[float], ap: float) -> dict:
-    """Files of one sweep model: alignment_uniformity.json and one metrics.json per seed and evaluation."""
+    """Files of one sweep model: alignment_uniformity.json and one metrics.json per seed and evaluation.
+    dense = (L_a, the printed same-index L_u); Wang & Isola's dense L_u is set to minus the latter."""
     au = root / "pretrain" / run / "alignment_uniformity.json"
     write_json(au, {"instance": {"align": instance[0], "uniform": instance[1]},
-                    "dense": {"align": dense[0], "uniform": dense[1]}, "images": 8})
+                    "dense": {"align": dense[0], "uniform": -dense[1], "uniform_same_index": dense[1]},
+                    "images": 8})
     files: dict[str, list[str]] = {"linear_eval": [], "voc_detection": []}
     for seed, value in enumerate(top1):
         path = root / "finetune" / "linear_eval" / run / f"s{seed}" / "metrics.json"
@@ -144,6 +146,9 @@ def test_table3_hand_computed_groups(tmp_path: Path) -> None:
     assert au["linear_eval avg"] == "65.00" and au["linear_eval top10"] == "65.00"
     assert au["linear_eval tau"] == f"{-2 / math.sqrt(6):.2f}"
     assert au["voc_detection tau"] == "-1.00" and au["voc_detection avg"] == "20.00"
+    # Under Wang & Isola's L_u (here [3, 3, 1]): x = r([1, 2, 3]) + r([3, 3, 1]) = [1, 1.5, 1] against AP.
+    assert au["voc_detection tau (W&I L_u)"] == f"{kendalltau([1, 1.5, 1], [30, 20, 10]).statistic:.2f}"
+    assert "linear_eval tau (W&I L_u)" not in rows.columns  # instance level: Wang & Isola's L_u only
     infonce = rows.loc[("coco", "dense", "InfoNCE")]
     assert infonce["linear_eval max"] == "42.00" and infonce["linear_eval tau"] == "n/a (1 model)"
     total = rows.loc[("coco", "dense", "total")]

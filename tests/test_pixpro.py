@@ -6,12 +6,15 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from core.errors import UserError
-from pretrain.methods import build_method
-from pretrain.methods.pixpro import consistency_loss, positive_mask, propagate, value_transform
+from pretrain.data import SampleSource, two_views
+from pretrain.methods import build_method, method_class
+from pretrain.methods.pixpro import consistency_loss, pixel_index_coords, positive_mask, propagate, value_transform
 
 PIXPRO = {"pos_ratio": 0.7, "power": 2, "transform_layers": 1, "hidden": 32, "dim": 16, "momentum": 0.99}
 R2 = math.sqrt(2)
@@ -22,6 +25,28 @@ QUARTER = [0.0, 0.0, 0.5, 0.5, 0.0]
 SHIFTED = [0.25, 0.0, 0.75, 0.5, 0.0]  # half a crop to the right: view-1 column 1 is view-2 column 0
 SHIFTED_FLIPPED = [0.25, 0.0, 0.75, 0.5, 1.0]  # the same crop mirrored: view-2 column 1 shows x = 0.375
 WHOLE = [0.0, 0.0, 1.0, 1.0, 0.0]  # diagonal 0.707 (the larger), threshold 0.495
+
+
+def test_crop_coordinates_follow_pixpros_pixel_index_convention() -> None:
+    """PixPro's RandomResizedCropCoord: [j / (W-1), i / (H-1), (j+w-1) / (W-1), (i+h-1) / (H-1)]. A 5 x 4 crop at
+    column 2, row 1 of a 10 x 8 image: make_view records its edges [2/10, 1/8, 7/10, 5/8]."""
+    coords = pixel_index_coords(torch.tensor([0.2, 0.125, 0.7, 0.625, 1.0]), width=10, height=8)
+    assert coords.tolist() == pytest.approx([2 / 9, 1 / 7, 6 / 9, 4 / 7, 1.0], abs=1e-7)
+    # The whole image is [0, 1] in both conventions.
+    assert pixel_index_coords(torch.tensor(WHOLE), width=10, height=8).tolist() == WHOLE
+
+
+def test_pixpro_samples_carry_pixel_index_coords() -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    source = SampleSource(image=image, original_size=image.size, record=None, draw_image=lambda: image)
+    cfg = {"image_size": 32}
+    pixpro_class = method_class("pixpro")
+    sample = pixpro_class.make_sample(source, torch.Generator().manual_seed(3), cfg)
+    plain = two_views(image, pixpro_class.view_configs(cfg), torch.Generator().manual_seed(3))
+    assert torch.equal(sample["view1"], plain["view1"]) and torch.equal(sample["view2"], plain["view2"])
+    for key in ("geom1", "geom2"):
+        assert torch.equal(sample[key], pixel_index_coords(plain[key], 60, 40))
+        assert not torch.equal(sample[key][:4], plain[key][:4])
 
 
 def test_positive_mask_on_hand_made_crops() -> None:

@@ -122,20 +122,33 @@ def test_index_and_store_refuse_a_changed_image_list(tmp_path: Path) -> None:
         write_index(tmp_path / "other.json", files, "0" * 64)
 
 
+def _box(width: float, height: float) -> np.ndarray:
+    """A box whose SoCo width and height (max - min of its pixel indices) are these: one pixel less than
+    the pixel count x2 - x1."""
+    return np.array([[0, 0, width + 1, height + 1]], np.float32)
+
+
 def test_soco_filter_and_its_post_fallbacks_on_crafted_boxes() -> None:
     image_hw = (400, 400)
-    kept = np.array([[0, 0, 160, 160]], np.float32)  # w = h = 160; sqrt(160 * 160) / 400 = 0.4 in [0.3, 0.8]
-    too_big = np.array([[0, 0, 360, 360]], np.float32)  # ratio 1 but relative size 0.9 > 0.8
-    ratio_edge = np.array([[0, 0, 96, 32]], np.float32)  # w/h = 3 exactly, relative size 0.14 < 0.3
-    too_long = np.array([[0, 0, 100, 32]], np.float32)  # w/h = 3.125 > 3
-    too_small = np.array([[0, 0, 31, 50]], np.float32)  # w < 32
+    kept = _box(160, 160)  # sqrt(160 * 160) / 400 = 0.4 in [0.3, 0.8]
+    too_big = _box(360, 360)  # ratio 1 but relative size 0.9 > 0.8
+    ratio_edge = _box(96, 32)  # w/h = 3 exactly, relative size 0.14 < 0.3
+    too_long = _box(100, 32)  # w/h = 3.125 > 3
+    too_small = _box(31, 50)  # w < 32
+    count_32 = np.array([[0, 0, 32, 40]], np.float32)  # 32 pixels wide: SoCo's w = 31 < 32
     boxes, used = filter_boxes(np.concatenate([kept, too_big, too_long, too_small]), image_hw)
     assert FILTERS[used] == "ratio3size0308" and boxes.tolist() == kept.tolist()
     boxes, used = filter_boxes(np.concatenate([too_big, ratio_edge, too_long, too_small]), image_hw)
     assert FILTERS[used] == "ratio3" and boxes.tolist() == [too_big[0].tolist(), ratio_edge[0].tolist()]
-    everything = np.concatenate([too_long, too_small])
-    boxes, used = filter_boxes(everything, image_hw)
-    assert FILTERS[used] == "none" and boxes.tolist() == everything.tolist()
+    # The last fallback still requires w, h >= 32 (SoCo's filter_none): the small boxes go.
+    boxes, used = filter_boxes(np.concatenate([too_long, too_small, count_32]), image_hw)
+    assert FILTERS[used] == "none" and boxes.tolist() == too_long.tolist()
+    # Nothing left: no box (pretraining takes the whole image).
+    boxes, used = filter_boxes(np.concatenate([too_small, count_32]), image_hw)
+    assert FILTERS[used] == "none" and boxes.shape == (0, 4)
+    # Searched at half size, one searched pixel is 2 image pixels: a 66-pixel box has SoCo width 64.
+    assert filter_boxes(np.array([[0, 0, 33, 66]], np.float32), image_hw, pixel=2.0)[0].shape == (0, 4)
+    assert filter_boxes(np.array([[0, 0, 34, 66]], np.float32), image_hw, pixel=2.0)[0].shape == (1, 4)
 
 
 def test_selective_search_boxes_come_back_in_original_coordinates() -> None:

@@ -16,6 +16,7 @@ from torch.utils.data import default_collate
 from core.errors import UserError
 from pretrain.data import SampleSource
 from pretrain.methods import build_method, method_class
+from pretrain.methods.soco import matched_regression
 from pretrain.models import ResNetTrunk
 from pretrain.proposal_views import (
     augment_regions,
@@ -46,17 +47,37 @@ def test_select_visible_clips_filters_and_repeats() -> None:
                           [0.3, 0.3, 0.6, 0.6],    # 4/9 inside: dropped
                           [0.2, 0.2, 0.55, 0.4]])  # 6/7 inside: clipped to x2 = 0.5
     gen = torch.Generator().manual_seed(0)
-    chosen = select_visible(boxes, crop, 5, 100, gen)
+    chosen, ids = select_visible(boxes, crop, 5, 100, gen)
     rows = {tuple(round(v, 4) for v in row) for row in chosen.tolist()}
     assert rows == {(0.1, 0.1, 0.3, 0.3), (0.2, 0.2, 0.5, 0.4)} and chosen.shape == (5, 4)
+    # Copies of one proposal share its id: both usable proposals drawn once, then 3 repeats.
+    assert sorted(set(ids.tolist())) == [0, 1] and sorted(ids[:2].tolist()) == [0, 1]
+    assert all(torch.equal(chosen[i], chosen[j]) for i in range(5) for j in range(5) if ids[i] == ids[j])
     # Nothing visible (or no proposal at all): the crop itself is the box.
     outside = torch.tensor([[0.8, 0.8, 0.9, 0.9]])
-    assert select_visible(outside, crop, 2, 100, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]] * 2
-    assert select_visible(torch.zeros(0, 4), crop, 1, 100, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]]
+    assert select_visible(outside, crop, 2, 100, gen)[0].tolist() == [[0.0, 0.0, 0.5, 0.5]] * 2
+    assert select_visible(torch.zeros(0, 4), crop, 1, 100, gen)[0].tolist() == [[0.0, 0.0, 0.5, 0.5]]
     # A 0.008-wide proposal is 1.6 pixels of a 100 px view of this half-width crop: dropped, the crop stands in.
     tiny = torch.tensor([[0.1, 0.1, 0.108, 0.3]])
-    assert select_visible(tiny, crop, 1, 100, gen).tolist() == [[0.0, 0.0, 0.5, 0.5]]
-    assert select_visible(tiny, crop, 1, 200, gen).tolist() == [pytest.approx([0.1, 0.1, 0.108, 0.3])]
+    assert select_visible(tiny, crop, 1, 100, gen)[0].tolist() == [[0.0, 0.0, 0.5, 0.5]]
+    assert select_visible(tiny, crop, 1, 200, gen)[0].tolist() == [pytest.approx([0.1, 0.1, 0.108, 0.3])]
+
+
+def test_a_record_without_boxes_has_the_whole_image_as_its_proposal() -> None:
+    """SoCo's dataset: "if no proposals, insert one single proposal, the whole raw image"."""
+    record = {"boxes": np.zeros((0, 4), np.float32), "filter": np.array(2, np.uint8)}
+    assert proposal_boxes(record, (100, 200)).tolist() == [[0.0, 0.0, 1.0, 1.0]]
+
+
+def test_matched_regression_pairs_every_copy_of_a_proposal() -> None:
+    """SoCo's correspondence matrix: boxes i, j pair when their proposal ids are equal."""
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # one image, K = 3; boxes 0 and 2 copy one proposal
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    ids = torch.tensor([[4, 7, 4]])
+    # pairs (0,0) cos 1, (0,2) cos 0, (2,0) cos 1, (2,2) cos 0, (1,1) cos 1: mean of 2 - 2 cos = (0+2+0+2+0) / 5
+    assert matched_regression(p, z, ids).item() == pytest.approx(4 / 5)
+    # Distinct ids: the mean over boxes of the same-box regression.
+    assert matched_regression(p, z, torch.tensor([[0, 1, 2]])).item() == pytest.approx(2 / 3)
 
 
 def test_to_view_pixels_follows_crop_and_flip() -> None:
@@ -185,8 +206,8 @@ def test_a_store_of_another_image_set_stops_with_a_clear_error(image_list: str, 
 
 
 def test_soco_loss_is_byol_regression_summed_over_view_pairs() -> None:
-    """SoCo: 2 - 2 cos between the online prediction and the target projection of the same box, both
-    directions, for the pairs (V1, V2) and (V1, V3); the mean over boxes."""
+    """SoCo: 2 - 2 cos between the online prediction and the target projection of boxes of the same proposal,
+    both directions, for the pairs (V1, V2) and (V1, V3); per image the mean over those pairs."""
     cfg = _cfg("soco")
     batch = default_collate([method_class("soco").make_sample(_source(), torch.Generator().manual_seed(i), cfg)
                              for i in range(2)])
@@ -201,7 +222,15 @@ def test_soco_loss_is_byol_regression_summed_over_view_pairs() -> None:
             online.append(F.normalize(prediction, dim=1))
             target.append(F.normalize(model.target_projector(region_maps(model.target_backbone, view, boxes)), dim=1))
     losses = model(**batch, iteration=0, total=10)  # iteration 0: the momentum update leaves the target as it is
+    matched = [(batch["box_ids"][b, :, None] == batch["box_ids"][b, None, :]).float() for b in range(2)]
+    k = batch["box_ids"].shape[1]
+
+    def regression(p: torch.Tensor, z: torch.Tensor) -> float:  # per image, over the pairs of one proposal
+        per_image = [((2 - 2 * p[b * k:(b + 1) * k] @ z[b * k:(b + 1) * k].T) * matched[b]).sum() / matched[b].sum()
+                     for b in range(2)]
+        return sum(per_image) / 2
+
     for v, name in ((1, "loss_12"), (2, "loss_13")):
-        expected = ((2 - 2 * (online[0] * target[v]).sum(1)) + (2 - 2 * (online[v] * target[0]).sum(1))).mean()
-        assert losses[name].item() == pytest.approx(expected.item(), rel=1e-4)
+        expected = regression(online[0], target[v]) + regression(online[v], target[0])
+        assert losses[name].item() == pytest.approx(float(expected), rel=1e-4)
     assert losses["loss"].item() == pytest.approx((losses["loss_12"] + losses["loss_13"]).item(), rel=1e-6)

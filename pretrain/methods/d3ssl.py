@@ -47,6 +47,7 @@ class D3SSL(MoCoV2):
         d3ssl, params = cfg["d3ssl"], cfg["region_augment"]
         views = cls.view_configs(cfg)
         sample = proposal_sample(source, views, d3ssl["boxes_per_image"], gen)
+        del sample["box_ids"]  # Eq. 5 scores each box against its own teacher feature, copies included
         small, small_boxes = downsample(sample["view2"], sample["boxes2"], d3ssl["small_scale"])
         names = d3ssl["augmentations"]
         sample["view1"], sample["boxes1"] = augment_regions(sample["view1"], sample["boxes1"], names, params, gen)

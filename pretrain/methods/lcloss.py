@@ -1,6 +1,12 @@
 """LC-loss (Islam et al., WACV 2023): BYOL plus a local contrastive loss at known correspondences between
 the target network's local features of a colour-only view I_c and the online network's local features of
-a cropped, flipped view I_sc; L = (1 - alpha) L_G + alpha L_LC (Eq. 5)."""
+a cropped, flipped view I_sc; L = (1 - alpha) L_G + alpha L_LC (Eq. 5).
+
+L_G (Eq. 1) is defined "for a single input", one prediction against one target, and Eq. 5 weighs it
+against the one-directional L_LC. BYOL's symmetrised loss sums the two directions, which would double
+L_G's weight against alpha L_LC; L_G here is their mean, the value of Eq. 1 per direction, so alpha
+balances the terms as Eq. 5 writes them (docs/protocol_notes.md).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,14 @@ from torch.nn import functional as F
 
 from pretrain.methods import register
 from pretrain.methods.byol import BYOL
-from pretrain.models import BYOLHead
 from pretrain.momentum import momentum_copy
 from pretrain.views import ViewConfig, byol_views, source_to_view, view_grid_coords
+
+
+def local_projection(width: int, dim: int) -> nn.Sequential:
+    """Sec. 4.1's local projection branch as listed: a 1x1 convolution width -> width (2048 on ResNet-50)
+    followed by BatchNorm, then a 1x1 convolution -> dim (256). The text names no activation between them."""
+    return nn.Sequential(nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.Conv2d(width, dim, 1))
 
 
 def correspondence_nll(target_c: torch.Tensor, online_sc: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -65,10 +76,8 @@ class LCLoss(BYOL):
         lcloss = cfg["lcloss"]
         self.alpha: float = lcloss["alpha"]
         self.temperature: float = lcloss["temperature"]
-        width = self.backbone.out_channels
-        # Sec. 4.1: 1x1 conv width -> width (2048 on ResNet-50) + BN, 1x1 conv -> local_dim, on the last
-        # stage's map; the ReLU between them is BYOL's projector's, whose architecture the paper otherwise follows.
-        self.local_head = BYOLHead(width, width, lcloss["local_dim"], dense=True)
+        # On the last stage's map, before pooling (Sec. 4.1).
+        self.local_head = local_projection(self.backbone.out_channels, lcloss["local_dim"])
         self.target_local_head = momentum_copy(self.local_head)
 
     @classmethod
@@ -95,7 +104,7 @@ class LCLoss(BYOL):
                 iteration: int, total: int) -> dict[str, torch.Tensor]:
         # view1 is I_c and view2 is I_sc (the order of view_configs); L_G is BYOL's loss between them.
         online_maps, target_maps = self.encode(view1, view2, iteration, total)
-        loss_global = self.global_loss(online_maps, target_maps)
+        loss_global = self.global_loss(online_maps, target_maps) / 2  # the mean of BYOL's two directions
         loss_local = self.local_loss(online_maps[1], target_maps[0], geom1, geom2)
         loss = (1 - self.alpha) * loss_global + self.alpha * loss_local
         return {"loss": loss, "loss_global": loss_global.detach(), "loss_local": loss_local.detach()}

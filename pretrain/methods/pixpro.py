@@ -15,18 +15,29 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.errors import UserError
+from pretrain.data import Sample, SampleSource
 from pretrain.methods import PretrainMethod, register
 from pretrain.models import BYOLHead, ResNetTrunk
 from pretrain.momentum import cosine_momentum, ema_update_pairs, momentum_copy
 from pretrain.views import ViewConfig, byol_views, view_grid_coords
 
 
+def pixel_index_coords(geometry: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """A view's crop as PixPro records it (its `RandomResizedCropCoord`): the first and last pixel of the crop
+    over W - 1 and H - 1, i.e. j / (W - 1) and (j + w - 1) / (W - 1), where `make_view` records the crop's
+    edges over W and H (j / W and (j + w) / W). The flip flag is kept; `view_grid_coords` reverses x for it as
+    PixPro's flip swaps x1 and x2. geometry: [5] from `make_view` of a width x height image."""
+    left, top, right, bottom = (geometry[:4] * torch.tensor([width, height, width, height])).round()
+    x_span, y_span = max(width - 1, 1), max(height - 1, 1)
+    return torch.stack([left / x_span, top / y_span, (right - 1) / x_span, (bottom - 1) / y_span, geometry[4]])
+
+
 def positive_mask(geom1: torch.Tensor, geom2: torch.Tensor, grid: int, pos_ratio: float) -> torch.Tensor:
     """PixPro's positive pairs: cells i of view 1 and j of view 2 are a positive pair when their centres, warped
     back to the source image, are closer than `pos_ratio` bin diagonals.
 
-    As in PixPro's code, distances are in [0, 1] source coordinates (x and y each normalised by the
-    image side) and the bin diagonal is the larger of the two views' cell diagonals.
+    As in PixPro's code, distances are in [0, 1] source coordinates (`pixel_index_coords`: x and y each
+    normalised by the image side minus one) and the bin diagonal is the larger of the two views' cell diagonals.
     Returns [B, grid * grid, grid * grid] booleans, rows view-1 cells, columns view-2 cells.
     """
     centres1, centres2 = view_grid_coords(geom1, grid), view_grid_coords(geom2, grid)
@@ -83,6 +94,15 @@ class PixPro(PretrainMethod):
     @classmethod
     def view_configs(cls, cfg: dict[str, Any]) -> tuple[ViewConfig, ViewConfig]:
         return byol_views(cfg["image_size"])  # PixPro's `--aug BYOL --crop 0.08`
+
+    @classmethod
+    def make_sample(cls, source: SampleSource, gen: torch.Generator, cfg: dict[str, Any]) -> Sample:
+        """Two views, their geometry in PixPro's pixel-index convention (`pixel_index_coords`)."""
+        sample = super().make_sample(source, gen, cfg)
+        width, height = source.image.size
+        for key in ("geom1", "geom2"):
+            sample[key] = pixel_index_coords(sample[key], width, height)
+        return sample
 
     def __init__(self, arch: str, cfg: dict[str, Any]) -> None:
         super().__init__()

@@ -8,6 +8,8 @@ crop, V3 = V2 down-sampled (`soco.small_scale`, SoCo Sec. 3.2: 112 of 224), with
 V1-V3 losses summed as in SoCo's multi-view models; `small_scale: null` keeps the released C4
 script's two views. Box jitter (ratio 0.1) and a cutout inside each box (probability 0.5, side
 ratio [0.1, 0.3]) by default; `soco.augmentations` can swap in D3SSL's (its Table 6).
+Boxes pair by proposal id, as SoCo's correspondence matrix: when an image has fewer than K proposals, the
+copies of one proposal also pair with each other (`matched_regression`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,30 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from pretrain.data import Sample, SampleSource
 from pretrain.methods import register
-from pretrain.methods.byol import BYOL, symmetric_regression
+from pretrain.methods.byol import BYOL
 from pretrain.momentum import cosine_momentum, ema_update_pairs
 from pretrain.proposal_views import augment_regions, downsample, proposal_sample, region_views
 from pretrain.region_features import region_maps
 from pretrain.views import ViewConfig
+
+
+def matched_regression(predictions: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """SoCo's `regression_loss_bboxs` (up to its constant: 2 - 2 cos, not -2 cos): per image, the mean of
+    2 - 2 cos(p_i, z_j) over the box pairs (i, j) with equal proposal ids; then the mean over images.
+
+    predictions, targets: [B * K, D] rows ordered (image, box); ids: [B, K]. With distinct ids this is the
+    mean over boxes of BYOL's regression of each box onto the same box.
+    """
+    batch, k = ids.shape
+    p = F.normalize(predictions.view(batch, k, -1), dim=2)
+    z = F.normalize(targets.view(batch, k, -1), dim=2)
+    matched = (ids[:, :, None] == ids[:, None, :]).to(p.dtype)
+    per_pair = 2 - 2 * (p @ z.transpose(1, 2))
+    return ((per_pair * matched).sum(dim=(1, 2)) / matched.sum(dim=(1, 2))).mean()
 
 
 @register("soco")
@@ -49,7 +67,7 @@ class SoCo(BYOL):
         return sample
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, boxes1: torch.Tensor, boxes2: torch.Tensor,
-                iteration: int, total: int, view3: torch.Tensor | None = None,
+                box_ids: torch.Tensor, iteration: int, total: int, view3: torch.Tensor | None = None,
                 boxes3: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         ema_update_pairs(self.momentum_pairs(), cosine_momentum(self.base_momentum, iteration, total))
         views = [(view1, boxes1), (view2, boxes2)] + ([(view3, boxes3)] if view3 is not None else [])
@@ -59,7 +77,7 @@ class SoCo(BYOL):
         with torch.no_grad():
             targets = [self.target_projector(region_maps(self.target_backbone, view, boxes, self.roi_size))
                        for view, boxes in views]
-        losses = {f"loss_1{v}": symmetric_regression((predictions[0], predictions[v - 1]), (targets[0], targets[v - 1]))
-                  for v in range(2, len(views) + 1)}
+        losses = {f"loss_1{v}": matched_regression(predictions[0], targets[v - 1], box_ids)
+                  + matched_regression(predictions[v - 1], targets[0], box_ids) for v in range(2, len(views) + 1)}
         loss = sum(losses.values())
         return {"loss": loss, **{name: value.detach() for name, value in losses.items()}}
