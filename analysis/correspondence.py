@@ -15,6 +15,8 @@ other map with the highest cosine similarity (ties: the lowest row-major index, 
   flips are known; a cell of view 1 whose centre lies inside view 2 is correct when the true
   location of that centre in view 2 falls in its matched cell, or within `pair_tolerance` cells of
   it (Chebyshev distance in cells; 0 = exactly that cell).
+- pair_acc_phm: the same views and cells matched by HoughCL's probabilistic Hough matching (Sec. 3,
+  `pretrain.matching`, with the protocol's `phm` settings: pretrain.houghcl's), HoughCL Fig. 1's other panel.
 
 Views are drawn from (seed, measure, image index) only, so a measurement is deterministic.
 """
@@ -38,8 +40,9 @@ from core.errors import UserError
 from core.images import load_rgb
 from finetune.common import frozen_resnet, parse_protocol_json
 from finetune.dense_eval.features import LAYERS, NATURAL_STRIDE, DenseFeatures
-from finetune.dense_eval.protocol import require_int
+from finetune.dense_eval.protocol import require_int, require_number
 from pretrain.data import sample_generator, two_views
+from pretrain.matching import cell_similarity, gaussian_kernel, phm_confidence
 from pretrain.views import ViewConfig, byol_views, make_view, source_to_view, view_grid_coords
 
 PROBE = "correspondence"
@@ -47,6 +50,7 @@ SPLITS = ("val2017", "train2017")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Independent generator streams per image (the "epoch" argument of `sample_generator`).
 FLIP_STREAM, PAIR_STREAM = 0, 1
+PHM_KEYS = ("appearance_power", "offset_bins", "kernel_size", "kernel_sigma")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class CorrespondenceProtocol:
     crop_scale: tuple[float, float]  # area range of the random resized crops of the pair views
     pair_tolerance: int  # a pair is correct within this many cells (Chebyshev) of the true cell
     figure_images: int  # images drawn in pairs.png
+    phm: dict[str, float]  # PHM's appearance_power, offset_bins, kernel_size, kernel_sigma (pretrain.houghcl)
 
     @classmethod
     def from_json(cls, text: str) -> CorrespondenceProtocol:
@@ -89,6 +94,12 @@ class CorrespondenceProtocol:
         if self.figure_images > self.images:
             raise UserError(f"protocol figure_images ({self.figure_images}) exceeds images ({self.images}); "
                             "lower it.")
+        if not isinstance(self.phm, dict) or set(self.phm) != set(PHM_KEYS):
+            raise UserError(f"protocol phm must hold exactly {list(PHM_KEYS)} (pretrain.houghcl), got {self.phm!r}.")
+        require_number("appearance_power", self.phm["appearance_power"], positive=True)
+        require_int("offset_bins", self.phm["offset_bins"], 1)
+        require_int("kernel_size", self.phm["kernel_size"], 1)
+        require_number("kernel_sigma", self.phm["kernel_sigma"], positive=True)
 
     def grid(self) -> int:
         """Cells per side of the matched maps."""
@@ -109,6 +120,16 @@ def best_matches(map1: torch.Tensor, map2: torch.Tensor) -> tuple[torch.Tensor, 
     b = F.normalize(map2.flatten(1), dim=0)
     cosine, match = (a.t() @ b).max(dim=1)
     return match, cosine
+
+
+def phm_matches(map1: torch.Tensor, map2: torch.Tensor, phm: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """HoughCL's matching of two square maps [C, g, g]: for each cell of map1 the cell of map2 with the highest
+    PHM confidence p(m|D) (HoughCL Eq. 1) and that confidence, [g * g] each (`pretrain.matching.phm_match`)."""
+    grid = map1.shape[-1]
+    appearance = cell_similarity(map1[None], map2[None], grid).clamp(min=0).pow(phm["appearance_power"])
+    kernel = gaussian_kernel(phm["kernel_size"], phm["kernel_sigma"])
+    confidence, match = phm_confidence(appearance, grid, phm["offset_bins"], kernel)[0].max(dim=1)
+    return match, confidence
 
 
 def flip_correct(map1: torch.Tensor, map2: torch.Tensor) -> torch.Tensor:
@@ -137,27 +158,28 @@ def flip_colour_view(size: int) -> ViewConfig:
 
 @dataclass(frozen=True)
 class PairMatches:
-    """DenseCL's argmax pairs of view 1's cells [grid * grid], judged against the views' known geometry."""
+    """The positive pairs of view 1's cells [grid * grid] by one matching rule, judged against the views'
+    known geometry."""
 
     match: torch.Tensor  # view-2 cell of each view-1 cell
-    cosine: torch.Tensor  # its cosine similarity
+    score: torch.Tensor  # the rule's confidence in it: cosine similarity (argmax), p(m|D) (PHM)
     eligible: torch.Tensor  # view-1 cell's centre lies inside view 2
     correct: torch.Tensor  # eligible and matched within the tolerance of the true cell
 
 
 def judge_pairs(map1: torch.Tensor, map2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
-                tolerance: int) -> PairMatches:
-    """Match view 1's cells into view 2 and check them; maps [C, g, g] tile their square views,
-    geom [5] as `pretrain.views.make_view` returns."""
+                tolerance: int, phm: dict[str, float] | None = None) -> PairMatches:
+    """Match view 1's cells into view 2, by DenseCL's argmax or (given `phm` settings) HoughCL's PHM, and
+    check them; maps [C, g, g] tile their square views, geom [5] as `pretrain.views.make_view` returns."""
     grid = map1.shape[-1]
     if map1.shape[-2:] != (grid, grid) or map2.shape[-2:] != (grid, grid):
         raise ValueError(f"maps must be square and of one size, got {tuple(map1.shape)} and {tuple(map2.shape)}")
-    match, cosine = best_matches(map1, map2)
+    match, score = best_matches(map1, map2) if phm is None else phm_matches(map1, map2, phm)
     in_view2 = source_to_view(view_grid_coords(geom1[None], grid), geom2[None])[0]  # [g * g, 2] (x, y)
     eligible = ((in_view2 >= 0) & (in_view2 < 1)).all(dim=1)
     true_col, true_row = (in_view2.clamp(0, 1 - 1e-6) * grid).floor().long().unbind(dim=1)
     off = torch.maximum((match // grid - true_row).abs(), (match % grid - true_col).abs())
-    return PairMatches(match, cosine, eligible, eligible & (off <= tolerance))
+    return PairMatches(match, score, eligible, eligible & (off <= tolerance))
 
 
 def coco_images(data_root: Path, split: str, count: int) -> list[Path]:
@@ -174,16 +196,16 @@ def coco_images(data_root: Path, split: str, count: int) -> list[Path]:
 @torch.no_grad()
 def measure(paths: list[Path], features: Callable[[torch.Tensor], torch.Tensor], protocol: CorrespondenceProtocol,
             seed: int, colour: ViewConfig | None = None, pair_view: ViewConfig | None = None
-            ) -> tuple[dict[str, float], list[tuple[str, torch.Tensor, torch.Tensor, PairMatches]]]:
-    """Both measures over `paths`; returns the metrics and the figure's examples (name, view1, view2, pairs):
-    the first `figure_images` images with at least one view-1 cell inside view 2.
+            ) -> tuple[dict[str, float], list[tuple[str, torch.Tensor, torch.Tensor, dict[str, PairMatches]]]]:
+    """The measures over `paths`; returns the metrics and the figure's examples (name, view1, view2, pairs by
+    rule): the first `figure_images` images with at least one view-1 cell inside view 2.
 
     features: normalised images [B, 3, S, S] -> maps [B, C, g, g]. colour / pair_view replace the
     protocol's augmentations (tests switch colour off)."""
     size = protocol.image_size
     colour = colour or flip_colour_view(size)
     pair_view = pair_view or ViewConfig(size=size, scale=protocol.crop_scale)  # DenseCL = MoCo v2 views
-    flip_hits = flip_cells = pair_hits = pair_cells = 0
+    flip_hits = flip_cells = pair_hits = pair_cells = phm_hits = 0
     examples = []
     for index, path in enumerate(tqdm(paths, desc=PROBE)):
         image = load_rgb(path, min_side=size)
@@ -192,17 +214,21 @@ def measure(paths: list[Path], features: Callable[[torch.Tensor], torch.Tensor],
         maps = features(torch.stack([original, copy, views["view1"], views["view2"]]))
         flip_ok = flip_correct(maps[0], maps[1])
         flip_hits, flip_cells = flip_hits + int(flip_ok.sum()), flip_cells + flip_ok.numel()
-        pairs = judge_pairs(maps[2], maps[3], views["geom1"], views["geom2"], protocol.pair_tolerance)
-        pair_hits, pair_cells = pair_hits + int(pairs.correct.sum()), pair_cells + int(pairs.eligible.sum())
-        if len(examples) < protocol.figure_images and pairs.eligible.any():  # a figure row needs pairs
+        pairs = {rule: judge_pairs(maps[2], maps[3], views["geom1"], views["geom2"], protocol.pair_tolerance, phm)
+                 for rule, phm in (("argmax", None), ("PHM", protocol.phm))}
+        pair_hits, pair_cells = pair_hits + int(pairs["argmax"].correct.sum()), pair_cells + int(
+            pairs["argmax"].eligible.sum())
+        phm_hits += int(pairs["PHM"].correct.sum())
+        if len(examples) < protocol.figure_images and pairs["argmax"].eligible.any():  # a figure row needs pairs
             examples.append((path.name, views["view1"], views["view2"], pairs))
     if not pair_cells:
         raise UserError("no cell centre of a first view fell inside its second view; raise images or the lower "
                         "bound of crop_scale.")
     metrics = {"correspondence_acc": 100.0 * flip_hits / flip_cells, "correspondence_cells": flip_cells,
                "correspondence_correct": flip_hits,
-               "pair_acc": 100.0 * pair_hits / pair_cells,
-               "pair_cells": pair_cells, "pair_correct": pair_hits, "images": len(paths)}
+               "pair_acc": 100.0 * pair_hits / pair_cells, "pair_acc_phm": 100.0 * phm_hits / pair_cells,
+               "pair_cells": pair_cells, "pair_correct": pair_hits, "pair_correct_phm": phm_hits,
+               "images": len(paths)}
     return metrics, examples
 
 
@@ -229,5 +255,5 @@ def run(data_root: Path, backbone: Path | None, arch: str, protocol_json: str, s
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `correspondence` to `python -m analysis`."""
-    add_probe(subparsers, PROBE, "flip correspondence (LC-loss Sec. 4.6) and DenseCL positive-pair accuracy "
-              "(HoughCL Fig. 1) of frozen features", "COCO root with val2017/ (or train2017/)", run)
+    add_probe(subparsers, PROBE, "flip correspondence (LC-loss Sec. 4.6) and DenseCL / HoughCL positive-pair "
+              "accuracy (HoughCL Fig. 1) of frozen features", "COCO root with val2017/ (or train2017/)", run)

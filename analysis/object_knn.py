@@ -8,10 +8,11 @@ extraction pipeline the same", while all regions outside the selected ground-tru
 a randomly sampled image.
 
 Where the text is silent, our choices (each says why):
-- Balance: the text says "N object features per image" but motivates it by the imbalance across
-  categories, so the bank holds `objects_per_class` objects per category (a seeded uniform sample; all of a
-  category's objects when it has fewer). Val objects of a category with no bank object are left out: k-NN
-  cannot predict a label the bank lacks. `max_val_objects` (null: all) caps the val objects by a seeded sample.
+- The bank: "we extract N object features per image", N not given: `objects_per_image` objects of each
+  train image (a seeded uniform sample; all of an image's objects when it has fewer), so images crowded
+  with one category do not swamp the bank ("choosing all the objects ... imbalanced"). Val objects of a
+  category with no bank object are left out: k-NN cannot predict a label the bank lacks.
+  `max_val_objects` (null: all) caps the val objects by a seeded sample.
 - Voting: the weighted k-NN of image-level k-NN evaluation (Wu et al. 2018, InstDisc; DINO's eval_knn.py):
   cosine similarity s of L2-normalised features, each of the k nearest votes exp(s / temperature) for its
   class, classes ranked by summed votes (ties: lower class index first); a class without a vote never counts
@@ -69,7 +70,7 @@ class ObjectKnnProtocol:
     """The analysis.probes.object_knn settings of workflow/config (threads come from --threads)."""
 
     image_size: int  # shorter image side after resizing, pixels
-    objects_per_class: int  # memory-bank objects per category (train2017)
+    objects_per_image: int  # memory-bank objects per train2017 image (the paper's N)
     max_val_objects: int | None  # val2017 objects classified (seeded sample); null: all
     k: int  # nearest bank objects that vote
     temperature: float  # vote weight exp(cosine / temperature)
@@ -83,7 +84,7 @@ class ObjectKnnProtocol:
 
     def __post_init__(self) -> None:
         require_int("image_size", self.image_size, 32)
-        require_int("objects_per_class", self.objects_per_class, 1)
+        require_int("objects_per_image", self.objects_per_image, 1)
         if self.max_val_objects is not None:
             require_int("max_val_objects", self.max_val_objects, 1)
         require_int("k", self.k, 1)
@@ -149,12 +150,13 @@ def read_objects(data_root: Path, split: str, categories: list[int] | None, imag
     return objects, categories
 
 
-def balanced_rows(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted rows holding min(per_class, available) objects of each class, drawn uniformly without replacement."""
+def rows_per_group(groups: np.ndarray, per_group: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted rows holding min(per_group, available) rows of each group (e.g. the objects' images), drawn
+    uniformly without replacement."""
     chosen = []
-    for label in np.unique(labels):  # ascending: a fixed order of draws from rng
-        rows = np.flatnonzero(labels == label)
-        chosen.append(rows[rng.permutation(len(rows))[:per_class]])
+    for group in np.unique(groups):  # ascending: a fixed order of draws from rng
+        rows = np.flatnonzero(groups == group)
+        chosen.append(rows[rng.permutation(len(rows))[:per_group]])
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
@@ -229,7 +231,7 @@ def check_k(k: int, bank_size: int) -> None:
     """UserError unless the memory bank has at least k objects."""
     if k > bank_size:
         raise UserError(f"k = {k} exceeds the {bank_size} objects of the memory bank; lower k or raise "
-                        "objects_per_class (or lower min_box_size).")
+                        "objects_per_image (or lower min_box_size).")
 
 
 def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int, temperature: float,
@@ -260,7 +262,7 @@ def select_objects(data_root: Path, protocol: ObjectKnnProtocol, seed: int) -> t
     if len(train.labels) == 0:
         raise UserError(f"{data_root} has no eligible train2017 object (non-crowd, shorter side >= min_box_size "
                         f"{protocol.min_box_size} px at image_size {protocol.image_size}); lower min_box_size.")
-    bank = train.take(balanced_rows(train.labels, protocol.objects_per_class, bank_rng))
+    bank = train.take(rows_per_group(train.image, protocol.objects_per_image, bank_rng))
     val = val.take(np.flatnonzero(np.isin(val.labels, bank.labels)))
     if len(val.labels) == 0:
         raise UserError(f"{data_root} has no eligible val2017 object of a category in the memory bank "
@@ -322,7 +324,6 @@ def measure_object_knn(data_root: Path, feature_map: FeatureMap, protocol: Objec
     counts = np.bincount(bank.labels, minlength=num_classes)
     metrics |= {"train_objects": len(bank.labels), "val_objects": len(val.labels),
                 "classes": int((counts > 0).sum()),
-                "classes_below_objects_per_class": int(((counts > 0) & (counts < protocol.objects_per_class)).sum()),
                 "train_images": len(np.unique(bank.image)), "val_images": len(np.unique(val.image))}
     return metrics
 

@@ -1,5 +1,6 @@
-"""pairs.png of `python -m analysis correspondence`: DenseCL's argmax positive pairs in the style of
-HoughCL Fig. 1 (the two views side by side, the most and least similar matches drawn as lines)."""
+"""pairs.png of `python -m analysis correspondence`: the positive pairs of DenseCL's argmax and of HoughCL's
+PHM in the style of HoughCL Fig. 1 (the two views side by side, the most and least confident matches drawn
+as lines; one row per image and rule)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def displayable(view: torch.Tensor) -> torch.Tensor:
 
 
 def drawn_pairs(pairs: PairMatches) -> tuple[list[int], list[int]]:
-    """View-1 cells of the BEST_PAIRS highest- and WORST_PAIRS lowest-cosine eligible pairs (disjoint)."""
+    """View-1 cells of the BEST_PAIRS most and WORST_PAIRS least confident eligible pairs (disjoint)."""
     cells = pairs.eligible.nonzero().flatten()
-    order = cells[torch.argsort(pairs.cosine[cells], descending=True, stable=True)].tolist()
+    order = cells[torch.argsort(pairs.score[cells], descending=True, stable=True)].tolist()
     best = order[:BEST_PAIRS]
     worst = order[BEST_PAIRS:][::-1][:WORST_PAIRS]
     return best, worst
@@ -44,14 +45,17 @@ def cell_centre(cell: int, grid: int, size: int, x_offset: float = 0.0) -> tuple
     return x_offset + (cell % grid + 0.5) * step - 0.5, (cell // grid + 0.5) * step - 0.5
 
 
-def draw_pairs(examples: Sequence[tuple[str, torch.Tensor, torch.Tensor, PairMatches]], path: str | Path) -> None:
-    """One row per example (image name, view 1, view 2, its pairs); green = correct pair, red = wrong;
-    solid = the most similar pairs, dashed = the least similar. An empty `examples` gives a note."""
-    fig = Figure(figsize=(7, 3.6 * max(1, len(examples))))
-    if not examples:
+def draw_pairs(examples: Sequence[tuple[str, torch.Tensor, torch.Tensor, dict[str, PairMatches]]],
+               path: str | Path) -> None:
+    """One row per example (image name, view 1, view 2, its pairs by rule) and rule; green = correct pair,
+    red = wrong; solid = the most confident pairs, dashed = the least. An empty `examples` gives a note."""
+    rows = [(f"{name} ({rule})", view1, view2, pairs) for name, view1, view2, by_rule in examples
+            for rule, pairs in by_rule.items()]
+    fig = Figure(figsize=(7, 3.6 * max(1, len(rows))))
+    if not rows:
         fig.text(0.5, 0.5, "figure_images = 0: no pairs drawn", ha="center", va="center")
-    axes = fig.subplots(len(examples), 1, squeeze=False)[:, 0] if examples else []
-    for ax, (name, view1, view2, pairs) in zip(axes, examples, strict=True):
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0] if rows else []
+    for ax, (name, view1, view2, pairs) in zip(axes, rows, strict=True):
         size, grid = view1.shape[-1], int(round(pairs.match.numel() ** 0.5))
         canvas = torch.ones(size, 2 * size + GAP, 3)
         canvas[:, :size], canvas[:, size + GAP:] = displayable(view1), displayable(view2)
@@ -66,12 +70,13 @@ def draw_pairs(examples: Sequence[tuple[str, torch.Tensor, torch.Tensor, PairMat
         hits, cells = int(pairs.correct.sum()), int(pairs.eligible.sum())
         ax.set_title(f"{name}: {hits}/{cells} pairs correct ({grid}x{grid} cells)", fontsize=9)
         ax.set_axis_off()
-    if examples:
+    if rows:
         handles = [Line2D([], [], color="limegreen", label="correct"), Line2D([], [], color="red", label="wrong"),
-                   Line2D([], [], color="gray", linestyle="-", linewidth=2.2, label=f"{BEST_PAIRS} most similar"),
-                   Line2D([], [], color="gray", linestyle="--", label=f"{WORST_PAIRS} least similar")]
+                   Line2D([], [], color="gray", linestyle="-", linewidth=2.2, label=f"{BEST_PAIRS} most confident"),
+                   Line2D([], [], color="gray", linestyle="--", label=f"{WORST_PAIRS} least confident")]
         fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-        fig.suptitle("DenseCL argmax positive pairs: view 1 (left) -> view 2 (right)", fontsize=10)
+        fig.suptitle("Positive pairs of DenseCL's argmax and HoughCL's PHM: view 1 (left) -> view 2 (right)",
+                     fontsize=10)
         fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)

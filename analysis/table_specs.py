@@ -54,7 +54,7 @@ TABLES: dict[int, TableSpec] = {
                   _cols("voc_aspp_frozen", "mIoU") + _cols("segment_search", "mIoU")
                   + _cols("davis", "J_mean", "F_mean", "JF_mean")),
     11: TableSpec("Table 11: correspondence and positive-pair accuracy", "LC-loss Sec. 4.6; HoughCL Fig. 1",
-                  _cols("correspondence", "correspondence_acc", "pair_acc")),
+                  _cols("correspondence", "correspondence_acc", "pair_acc", "pair_acc_phm")),
     12: TableSpec("Table 12: ablations", "D3SSL Tab. 5-7; LC-loss Fig. 3b; hierarchical grouping Tab. 1, 3 (cns)",
                   _cols("voc_detection", "AP", "AP50", "AP75") + _cols("voc_detection_fpn", "AP")
                   + _cols("coupling", "CR_C5", "MCS_C5") + _cols("voc_aspp_frozen", "mIoU")

@@ -12,17 +12,21 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+import yaml
 from PIL import Image
 from torch.nn import functional as F
 
 from analysis import correspondence as corr
 from analysis.pair_figure import draw_pairs, drawn_pairs
 from core.errors import UserError
-from pretrain.matching import argmax_match
+from pretrain.matching import argmax_match, phm_match
 from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig
 
+# PHM's settings as the DAG passes them: the smoke config's pretrain.houghcl section.
+PHM = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml").read_text()
+                     )["pretrain"]["houghcl"]
 PROTOCOL = {"split": "val2017", "images": 3, "image_size": 64, "layer": "layer4", "crop_scale": [0.2, 1.0],
-            "pair_tolerance": 0, "figure_images": 2}
+            "pair_tolerance": 0, "figure_images": 2, "phm": PHM}
 NO_COLOUR = {"jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0, "solarize_prob": 0.0}
 CELL = 8  # pixels per cell of the coordinate extractor
 
@@ -114,6 +118,16 @@ def test_pairs_are_all_correct_with_a_coordinate_extractor_and_known_crops() -> 
     assert pairs.correct.nonzero().flatten().tolist() == eligible
 
 
+def test_phm_pairs_are_houghcls_matching() -> None:
+    """The probe's PHM pairs are the training code's `phm_match` (HoughCL Eq. 1), scored by p(m|D)."""
+    maps = torch.randn(2, 16, 7, 7, generator=torch.Generator().manual_seed(0))
+    pairs = corr.judge_pairs(maps[0], maps[1], GEOM1, GEOM2, tolerance=0, phm=PHM)
+    assert torch.equal(pairs.match, phm_match(maps[0][None], maps[1][None], 7, **PHM)[0])
+    argmax = corr.judge_pairs(maps[0], maps[1], GEOM1, GEOM2, tolerance=0)
+    assert not torch.equal(pairs.match, argmax.match)  # the Hough votes move some matches on noise maps
+    assert (pairs.score >= 0).all() and (pairs.score <= argmax.score.clamp(min=0) ** PHM["appearance_power"]).all()
+
+
 def test_a_centre_on_view_2s_far_edge_is_not_eligible() -> None:
     # View 2 = source [0, 9/16]^2: view-1 centre 4 (4.5 / 8 = 9/16) maps to exactly 1, outside [0, 1).
     maps = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -149,11 +163,13 @@ def test_measure_is_exact_on_a_coordinate_extractor(tmp_path: Path) -> None:
                                      pair_view=ViewConfig(size=64, scale=(0.2, 1.0), **NO_COLOUR))
     assert metrics["correspondence_acc"] == 100.0 and metrics["correspondence_cells"] == 3 * 64
     assert metrics["pair_acc"] == 100.0 and metrics["pair_correct"] == metrics["pair_cells"] > 0
+    assert metrics["pair_acc_phm"] == 100 * metrics["pair_correct_phm"] / metrics["pair_cells"]
     assert [name for name, *_ in examples] == ["000.png", "001.png"]
+    assert all(set(pairs) == {"argmax", "PHM"} for *_, pairs in examples)
 
 
 def test_drawn_pairs_by_hand() -> None:
-    pairs = corr.PairMatches(match=torch.zeros(9, dtype=torch.long), cosine=torch.arange(9) / 10,
+    pairs = corr.PairMatches(match=torch.zeros(9, dtype=torch.long), score=torch.arange(9) / 10,
                              eligible=torch.arange(9) != 8, correct=torch.zeros(9, dtype=torch.bool))
     assert drawn_pairs(pairs) == ([7, 6, 5, 4, 3], [0, 1, 2])  # cell 8 is not eligible
 
@@ -162,7 +178,8 @@ def test_figure_is_a_png(tmp_path: Path) -> None:
     map1, map2 = known_crop_maps()
     pairs = corr.judge_pairs(map1, map2, GEOM1, GEOM2, tolerance=0)
     view = torch.zeros(3, 64, 64)
-    for examples, name in (([("a.jpg", view, view, pairs)] * 2, "pairs.png"), ([], "empty.png")):
+    for examples, name in (([("a.jpg", view, view, {"argmax": pairs, "PHM": pairs})] * 2, "pairs.png"),
+                           ([], "empty.png")):
         draw_pairs(examples, tmp_path / name)
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(tmp_path / name) as image:
@@ -191,6 +208,7 @@ def test_cli_writes_metrics_and_figure(tmp_path: Path) -> None:
     assert metrics["images"] == 3 and metrics["correspondence_cells"] == 3 * 4  # 64 px at stride 32: 2 x 2
     assert metrics["correspondence_acc"] == 100 * metrics["correspondence_correct"] / 12
     assert metrics["pair_acc"] == 100 * metrics["pair_correct"] / metrics["pair_cells"]
+    assert metrics["pair_acc_phm"] == 100 * metrics["pair_correct_phm"] / metrics["pair_cells"]
     with Image.open(tmp_path / "a" / "pairs.png") as image:
         assert image.format == "PNG"
     cli(probe_argv(tmp_path / "coco", tmp_path / "b", PROTOCOL))  # deterministic from --seed
@@ -221,6 +239,8 @@ def test_cli_data_errors(tmp_path: Path) -> None:
     ({"crop_scale": "0.2"}, "crop_scale"),
     ({"pair_tolerance": -1}, "pair_tolerance"),
     ({"figure_images": 4}, "exceeds"),
+    ({"phm": {"offset_bins": 13}}, "phm must hold exactly"),
+    ({"phm": {**PHM, "kernel_sigma": 0}}, "kernel_sigma"),
 ])
 def test_protocol_errors(change: dict, message: str) -> None:
     protocol = {key: value for key, value in {**PROTOCOL, **change}.items() if value is not None}

@@ -16,13 +16,13 @@ from PIL import Image
 from analysis import object_knn
 from analysis.object_knn import (
     ObjectKnnProtocol,
-    balanced_rows,
     disturb,
     keep_mask,
     knn_scores,
     measure_object_knn,
     partner_rows,
     resized_size,
+    rows_per_group,
     topk_accuracy,
 )
 from core.errors import UserError
@@ -47,7 +47,7 @@ VAL = [
     [("A", 5, 0), ("B", 11, 0)],
     [("A", 2, 0), ("B", 5, 0)],
 ]
-PROTOCOL = {"image_size": 64, "objects_per_class": 2, "max_val_objects": None, "k": 3, "temperature": 0.07,
+PROTOCOL = {"image_size": 64, "objects_per_image": 2, "max_val_objects": None, "k": 3, "temperature": 0.07,
             "min_box_size": 8, "batch_size": 2}
 
 
@@ -100,10 +100,11 @@ def test_colour_coded_objects_are_all_classified_and_the_bank_is_balanced(tmp_pa
         return pool32(images)
 
     metrics = measure_object_knn(root, spy, protocol(), seed=0)
-    # Eligible train objects: class 2 x4 (the crowd one skipped), 5 x3, 9 x1 (the tiny one skipped);
-    # 2 per class -> 2 + 2 + 1. Val: the class-11 object has no bank object and is left out.
-    assert metrics["train_objects"] == 5 and metrics["classes"] == 3
-    assert metrics["classes_below_objects_per_class"] == 1
+    # Eligible train objects: 2 + 2 + 2 + 1 (the crowd one skipped) + 1 (the tiny one skipped), all kept at
+    # 2 per image; classes 2, 5, 9. Val: the class-11 object has no bank object and is left out.
+    assert metrics["train_objects"] == 8 and metrics["classes"] == 3 and metrics["train_images"] == 5
+    one_per_image = measure_object_knn(root, pool32, protocol(objects_per_image=1), seed=0)
+    assert one_per_image["train_objects"] == 5 and one_per_image["train_images"] == 5
     assert metrics["val_objects"] == 5 and metrics["val_images"] == 3
     assert metrics["OKNN_top1"] == 100.0 and metrics["OKNN_top5"] == 100.0
     # The kept boxes carry the colour through the swapped backgrounds.
@@ -126,7 +127,8 @@ def test_colour_coded_objects_are_all_classified_and_the_bank_is_balanced(tmp_pa
 
 def test_different_seeds_draw_other_banks(tmp_path: Path) -> None:
     root = write_coco(tmp_path / "coco")
-    banks = {tuple(object_knn.select_objects(root, protocol(), seed)[0].boxes[:, 0].tolist()) for seed in range(6)}
+    banks = {tuple(object_knn.select_objects(root, protocol(objects_per_image=1), seed)[0].boxes[:, 0].tolist())
+             for seed in range(6)}
     assert len(banks) > 1
     again = object_knn.select_objects(root, protocol(), 3)[0]
     first = object_knn.select_objects(root, protocol(), 3)[0]
@@ -170,14 +172,14 @@ def test_weighted_knn_vote_by_hand() -> None:
         knn_scores(bank, bank_labels, queries, k=7, temperature=0.1, num_classes=3)
 
 
-def test_balanced_rows_take_at_most_per_class_from_each_class() -> None:
-    labels = np.array([0] * 5 + [1] * 3 + [3] * 1)
-    rows = balanced_rows(labels, 2, np.random.default_rng(0))
-    assert np.bincount(labels[rows], minlength=4).tolist() == [2, 2, 0, 1]
+def test_rows_per_group_take_at_most_n_from_each_image() -> None:
+    images = np.array([0] * 5 + [1] * 3 + [3] * 1)  # the image row of each object
+    rows = rows_per_group(images, 2, np.random.default_rng(0))
+    assert np.bincount(images[rows], minlength=4).tolist() == [2, 2, 0, 1]
     assert len(set(rows.tolist())) == len(rows) and (np.diff(rows) > 0).all()
-    draws = {tuple(balanced_rows(labels, 2, np.random.default_rng(seed)).tolist()) for seed in range(10)}
+    draws = {tuple(rows_per_group(images, 2, np.random.default_rng(seed)).tolist()) for seed in range(10)}
     assert len(draws) > 1  # a random sample, not the first rows
-    assert balanced_rows(labels, 10, np.random.default_rng(0)).tolist() == list(range(9))
+    assert rows_per_group(images, 10, np.random.default_rng(0)).tolist() == list(range(9))
 
 
 def test_disturb_keeps_box_pixels_and_takes_the_rest_from_the_other_image() -> None:
@@ -219,8 +221,8 @@ def test_no_eligible_object_and_k_above_the_bank_are_refused(tmp_path: Path) -> 
     root = write_coco(tmp_path / "coco")
     with pytest.raises(UserError, match="no eligible train2017 object"):
         measure_object_knn(root, pool32, protocol(min_box_size=65), seed=0)
-    with pytest.raises(UserError, match="k = 6 exceeds the 5 objects"):
-        measure_object_knn(root, pool32, protocol(k=6), seed=0)
+    with pytest.raises(UserError, match="k = 6 exceeds the 5 objects"):  # one object of each of 5 images
+        measure_object_knn(root, pool32, protocol(k=6, objects_per_image=1), seed=0)
 
 
 @pytest.mark.parametrize(("changes", "message"), [

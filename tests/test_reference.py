@@ -20,7 +20,7 @@ STAGES = ("C2", "C3", "C4", "C5")
 PROBES = {  # per-checkpoint analysis probes: <probe>/<metric>
     "object_knn": {"OKNN_top1", "OKNN_top5", "DOKNN_top1", "DOKNN_top5"},
     "coupling": {f"{m}_{s}" for m in ("CR", "MCS") for s in STAGES},
-    "correspondence": {"correspondence_acc", "pair_acc"},
+    "correspondence": {"correspondence_acc", "pair_acc", "pair_acc_phm"},
 }
 TASK_METRICS = {
     "detection": {"AP", "AP50", "AP75", "APm", "APm50", "APm75", "APkp", "APkp50", "APkp75"},

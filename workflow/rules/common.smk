@@ -258,7 +258,10 @@ def probe_resources():
 
 
 def probe_json(probe):
-    return json.dumps({k: v for k, v in PROBES[probe].items() if k not in DAG_KEYS})
+    protocol = {k: v for k, v in PROBES[probe].items() if k not in DAG_KEYS}
+    if PROBES[probe]["task"] == "correspondence":  # positive pairs by HoughCL's PHM too, with its pretraining settings
+        protocol["phm"] = config["pretrain"]["houghcl"]
+    return json.dumps(protocol)
 
 
 def run_arch(wildcards):
