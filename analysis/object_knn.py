@@ -49,7 +49,7 @@ from tqdm import tqdm
 from analysis.probe_cli import add_probe, write_probe_metrics
 from core.errors import UserError
 from core.images import load_rgb
-from core.io import atomic_path
+from core.io import save_torch
 from core.provenance import config_hash
 from finetune.common import check_resumable, frozen_resnet, parse_protocol_json
 from finetune.dense_eval.protocol import require_int, require_number
@@ -280,8 +280,7 @@ def _cached(work: Path | None, name: str, compute: Callable[[], torch.Tensor]) -
     path = work / f"{name}.pt"
     if not path.is_file():
         features = compute()
-        with atomic_path(path) as tmp:
-            torch.save(features, tmp)
+        save_torch(features, path)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -19,5 +19,8 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
     try:
         main(argv)
     except UserError as err:
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is not None and getattr(tqdm.tqdm, "_instances", None):  # a progress bar left stderr mid-line
+            print(file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

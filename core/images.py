@@ -25,6 +25,9 @@ def load_rgb(path: str | os.PathLike[str], min_side: int | None = None) -> Image
     except FileNotFoundError:
         raise UserError(f"image not found: {path}. Rebuild the dataset or fix its root in the config.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        # The prepare stage links datasets into results/prepare/: name the file the link points to.
+        real = os.path.realpath(path)
+        via = f" (linked as {path})" if real != os.path.abspath(path) else ""
         raise UserError(
-            f"corrupt image: {path} ({err}). Replace or delete this file and rebuild the dataset."
+            f"corrupt image: {real}{via} ({err}). Replace or delete this file and rebuild the dataset."
         ) from None

@@ -37,6 +37,15 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
         tmp_path.unlink(missing_ok=True)
 
 
+def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """`torch.save(obj)` to `path`, atomically. Written through a file object, so the archive's records are
+    named "archive/..." rather than after the temporary file: the same object gives the same bytes."""
+    import torch  # here: the light CLIs that use this module do not need torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write `data` as indented, key-sorted JSON, atomically."""
     with atomic_path(path) as tmp:

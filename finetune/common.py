@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import torchvision
 from torch import nn
 
 from core.errors import UserError
-from core.io import atomic_path, read_json, write_json
+from core.io import read_json, save_torch, write_json
 
 EXPORT_FIX = "export the backbone with `python -m pretrain export`"
 _BN_PARAMS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -31,15 +32,37 @@ def abbreviate(items: list[str]) -> str:
     return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
 
 
+def load_weights_only(path: Path, allowed: list[type] | None = None) -> Any:
+    """`torch.load(weights_only=True)`: only tensors, containers and the `allowed` classes are unpickled, so a file
+    cannot run code. A file that pickles anything else is refused with the class it holds and how to re-save
+    just its weights; the unsafe load is never suggested."""
+    try:
+        with torch.serialization.safe_globals(allowed or []):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if match := re.search(r"Unsupported global: GLOBAL (\S+)", str(err)):
+            classes = "".join(f", {cls.__module__}.{cls.__qualname__}" for cls in allowed or [])
+            raise UserError(
+                f"{path} pickles a {match[1]} object; densebench loads checkpoints with torch.load(weights_only=True), "
+                f"which allows only tensors, containers{classes}, so a file cannot run code. Where you trust the "
+                "file, re-save just its weights (e.g. torch.save(ckpt['state_dict'], 'weights.pth')) and use that."
+            ) from None
+        raise UserError(f"cannot read {path} as a torch checkpoint ({_first_line(err)}); is it a .pth file?") from None
+    except Exception as err:  # torch raises many types for corrupt or truncated files
+        raise UserError(f"cannot read {path} as a torch checkpoint ({_first_line(err)}); is it a .pth file?") from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def load_backbone(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Load a torchvision ResNet state dict without fc; UserError for a missing or foreign checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"backbone checkpoint {path} does not exist; run the pretrain stage (or fix --backbone).")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or non-tensor pickles
-        raise UserError(f"cannot read {path} as a torch state dict ({err}); {EXPORT_FIX}.") from err
+    state_dict = load_weights_only(path)
     if not isinstance(state_dict, dict) or not state_dict:
         raise UserError(f"{path} is not a state dict; {EXPORT_FIX}.")
     foreign = sorted(key for key in state_dict if not _TORCHVISION_KEY.fullmatch(key))
@@ -136,8 +159,7 @@ def keep_final_weights(work_dir: Path, state_dict: dict[str, torch.Tensor], key:
     for checkpoint in work_dir.glob(resume_glob):
         checkpoint.unlink()
     final = work_dir / FINAL_WEIGHTS
-    with atomic_path(final) as tmp:
-        torch.save({key: {name: value.detach().cpu() for name, value in state_dict.items()}}, tmp)
+    save_torch({key: {name: value.detach().cpu() for name, value in state_dict.items()}}, final)
     return final
 
 

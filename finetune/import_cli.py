@@ -12,9 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from core.io import atomic_path, write_json
+from core.io import save_torch, write_json
 from finetune.common import infer_arch
 from finetune.importers import LAYOUT_CHOICES, LAYOUTS, import_checkpoint
 
@@ -35,8 +33,7 @@ def write_backbone(checkpoint: str | os.PathLike[str], layout: str, out: str | o
         "source": str(checkpoint),
         "sha256": sha256(checkpoint),
     }
-    with atomic_path(out) as tmp:
-        torch.save(state_dict, tmp)
+    save_torch(state_dict, out)
     write_json(out.with_name("meta.json"), meta)  # last: a present meta.json means a complete import
     return meta
 

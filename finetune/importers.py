@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import torch
 import torchvision
 
 from core.errors import UserError
-from finetune.common import abbreviate, infer_arch
+from finetune.common import abbreviate, infer_arch, load_weights_only
 
 _FIX = "pass the checkpoint's --layout ({layouts}), or save its backbone as a torchvision ResNet state dict"
 # nn.Sequential(*list(resnet.children())[:-1]) names torchvision's children by position
@@ -157,30 +155,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Mapping[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; fix the checkpoint path.")
-    try:
-        # PixPro and SoCo pickle their argparse options as "opt": allow exactly that class.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if match := re.search(r"Unsupported global: GLOBAL (\S+)", str(err)):
-            raise UserError(
-                f"{path} pickles a {match[1]} object; densebench loads checkpoints with torch.load(weights_only=True), "
-                "which allows only tensors, containers and argparse.Namespace, so a file cannot run code. Where you "
-                "trust the file, re-save just its weights (e.g. torch.save(ckpt['state_dict'], 'weights.pth')) and "
-                "import that."
-            ) from None
-        raise UserError(f"cannot read {path} as a torch checkpoint ({_first_line(err)}); is it a .pth file?") from None
-    except Exception as err:  # torch raises many types for corrupt or truncated files
-        raise UserError(f"cannot read {path} as a torch checkpoint ({_first_line(err)}); is it a .pth file?") from err
+    # PixPro and SoCo pickle their argparse options as "opt": allow exactly that class.
+    checkpoint = load_weights_only(path, allowed=[argparse.Namespace])
     if not isinstance(checkpoint, Mapping) or not checkpoint:
         what = "an empty dict" if isinstance(checkpoint, Mapping) else f"a {type(checkpoint).__name__}"
         raise UserError(f"{path} holds {what}, not a checkpoint dict; {_fix()}.")
     return checkpoint
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def _fix() -> str:

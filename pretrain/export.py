@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from core.errors import UserError
-from core.io import atomic_path, write_json
+from core.io import save_torch, write_json
 from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 BACKBONE_PREFIX = "backbone."
@@ -31,8 +31,7 @@ def backbone_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def export(model_state: dict[str, torch.Tensor], meta: dict[str, Any], out_dir: str | Path) -> None:
     """Write backbone.pth then meta.json (last, so a present meta.json means a complete export)."""
     out = Path(out_dir)
-    with atomic_path(out / "backbone.pth") as tmp:
-        torch.save(backbone_state(model_state), tmp)
+    save_torch(backbone_state(model_state), out / "backbone.pth")
     write_json(out / "meta.json", {**meta, "input": {"format": "RGB", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}})
 
 

@@ -14,7 +14,6 @@ the other.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 from pathlib import Path
@@ -25,11 +24,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from core.errors import UserError
-from core.io import atomic_path
+from core.io import save_torch
 from core.preemption import StopRequest, ignore_stop_signals
 from core.provenance import provenance
 from prepare.image_list import read_image_list
-from prepare.shards import ShardedStore
+from prepare.shards import ShardedStore, image_list_hash
 from pretrain.data import PretrainImages
 from pretrain.distributed import (
     World,
@@ -78,9 +77,8 @@ def _batches(dataset: PretrainImages, cfg: dict[str, Any], epoch: int, first_bat
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 iteration: int) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                    "iteration": iteration}, tmp)
+    save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "iteration": iteration}, path)
 
 
 class LossLog:
@@ -98,10 +96,6 @@ class LossLog:
                 f.write(",".join(["iteration", "lr", *losses]) + "\n")
                 self.header = True
             f.write(",".join([str(iteration), f"{lr:.6g}", *(f"{v:.6g}" for v in losses.values())]) + "\n")
-
-
-def image_list_hash(paths: list[str]) -> str:
-    return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:12]
 
 
 def _resume(state_path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,

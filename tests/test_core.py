@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.errors import UserError
+from core.errors import UserError, run_cli
 from core.images import load_rgb
-from core.io import atomic_path, read_json, write_json
+from core.io import atomic_path, read_json, save_torch, write_json
 from core.provenance import config_hash
 
 
@@ -36,6 +36,20 @@ def _umask() -> int:
     return mask
 
 
+def test_save_torch_gives_the_same_bytes_for_the_same_object(tmp_path: Path) -> None:
+    """The archive's records are named "archive/...", not after the temporary file of the atomic write."""
+    import torch
+
+    state = {"weight": torch.arange(6.0).view(2, 3), "step": torch.tensor(4)}
+    save_torch(state, tmp_path / "a.pth")
+    save_torch(state, tmp_path / "sub" / "b.pth")
+    assert (tmp_path / "a.pth").read_bytes() == (tmp_path / "sub" / "b.pth").read_bytes()
+    assert b"archive/data.pkl" in (tmp_path / "a.pth").read_bytes()
+    loaded = torch.load(tmp_path / "a.pth", weights_only=True)
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.pth", "b.pth", "sub"]  # no temporaries left
+
+
 def test_corrupt_and_missing_images_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jpg"
     Image.new("RGB", (8, 8)).save(bad)
@@ -44,6 +58,23 @@ def test_corrupt_and_missing_images_name_the_file(tmp_path: Path) -> None:
         load_rgb(bad)
     with pytest.raises(UserError, match="image not found: .*nothere.jpg"):
         load_rgb(tmp_path / "nothere.jpg")
+    # Through a link (the prepare stage links datasets into results/prepare/): the real file is named.
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "link.jpg").symlink_to(bad)
+    with pytest.raises(UserError, match=rf"corrupt image: {bad} \(linked as {tmp_path}/prepared/link.jpg\)"):
+        load_rgb(tmp_path / "prepared" / "link.jpg")
+
+
+def test_a_user_error_under_a_progress_bar_starts_its_own_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from tqdm import tqdm
+
+    def fails_mid_bar(_argv: list[str] | None) -> None:
+        for _ in tqdm(range(3), desc="images"):
+            raise UserError("corrupt image: x.jpg")
+
+    with pytest.raises(SystemExit):
+        run_cli(fails_mid_bar, [])
+    assert "\nerror: corrupt image: x.jpg\n" in capsys.readouterr().err
 
 
 def test_config_hash_ignores_key_order() -> None:

@@ -321,6 +321,14 @@ def test_pickles_needing_other_globals_are_refused(tmp_path: Path, resnet18) -> 
         import_checkpoint(_save(tmp_path, checkpoint))
 
 
+def test_a_backbone_that_pickles_a_class_is_refused_without_suggesting_the_unsafe_load(tmp_path: Path) -> None:
+    path = tmp_path / "backbone.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "extra": _Opaque()}, path)
+    with pytest.raises(UserError, match=r"pickles a \S*_Opaque object.*re-save just its weights") as err:
+        load_backbone(path)
+    assert "weights_only=False" not in str(err.value)
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"not a checkpoint", "cannot read .* as a torch checkpoint"),
     ([torch.zeros(1)], "holds a list, not a checkpoint dict"),

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from core.errors import UserError
 from core.images import load_rgb
-from core.io import atomic_path
+from core.io import save_torch
 from core.provenance import config_hash
 from finetune.classification.protocols import ARCHS
 from finetune.common import frozen_resnet
@@ -135,8 +135,7 @@ def cached(path: Path, key: dict[str, Any], compute: Callable[[], torch.Tensor])
     if not torch.isfinite(features).all():
         raise UserError(f"the backbone gives non-finite features for {path.stem}; the checkpoint is broken "
                         "(re-export it with `python -m pretrain export`).")
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"key": key_hash, "features": features}, tmp)
+    save_torch({"key": key_hash, "features": features}, path)
     return features
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.errors import UserError
-from core.io import atomic_path, write_json
+from core.io import save_torch, write_json
 from core.provenance import config_hash, provenance
 from finetune.classification.data import LabelledImages, read_train_test
 from finetune.classification.features import (
@@ -99,9 +99,8 @@ def train_classifier(batches: Batches, size: int, dim: int, num_classes: int, pr
             total += loss.item() * len(labels)
             count += len(labels)
         scheduler.step()
-        with atomic_path(checkpoint, suffix=".pt") as tmp:
-            torch.save({"epoch": epoch + 1, "classifier": classifier.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp)
+        save_torch({"epoch": epoch + 1, "classifier": classifier.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
         progress.set_postfix(loss=f"{total / max(count, 1):.4f}")
     return classifier
 

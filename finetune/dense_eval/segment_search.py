@@ -37,7 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.errors import UserError
-from core.io import atomic_path, write_json
+from core.io import save_torch, write_json
 from core.provenance import config_hash, provenance
 from finetune.common import abbreviate, check_resumable, parse_protocol_json
 from finetune.dense_eval.features import DenseFeatures, feature_extractor, load_rgb
@@ -228,8 +228,7 @@ def build_memory(model: DenseFeatures, entries: list[tuple[str, Path, Path]], pr
                 keep = torch.from_numpy(majority >= 0)
                 descriptors.append(desc[keep])
                 classes.append(torch.from_numpy(majority)[keep])
-            with atomic_path(path) as tmp:
-                torch.save({"descriptors": torch.cat(descriptors), "classes": torch.cat(classes)}, tmp)
+            save_torch({"descriptors": torch.cat(descriptors), "classes": torch.cat(classes)}, path)
         chunks.append(torch.load(path, map_location="cpu", weights_only=True))
     memory = torch.cat([chunk["descriptors"] for chunk in chunks])
     if memory.shape[0] == 0:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from core.io import atomic_path, read_json
+from core.io import read_json, save_torch
 from finetune.common import EXPORT_FIX, abbreviate, load_backbone
 from finetune.segmentation.compat import ensure_mmcv_ops
 
@@ -67,8 +67,7 @@ def convert(backbone: str | os.PathLike[str], out: str | os.PathLike[str]) -> st
         "state_dict": {PREFIX + key: value for key, value in state_dict.items()},
         "meta": {"arch": arch, "source": str(backbone)},
     }
-    with atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
+    save_torch(checkpoint, out)
     return arch
 
 
