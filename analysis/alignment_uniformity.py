@@ -59,13 +59,10 @@ def encode_view_pairs(backbone: ResNetTrunk, dataset: PretrainImages, indices: l
 
 
 @torch.no_grad()
-def chunked_uniformity(x: torch.Tensor, t: float, chunk: int = 512) -> float:
-    """`pretrain.losses.uniformity` of the rows of x [N, D], in row blocks of `chunk`.
-
-    Exact (all N (N - 1) ordered distinct pairs) with chunk * N potentials in memory at a time, not N^2:
-    the dense level has N = images * H * W vectors (~50k for 1000 images at 224 px). Block sums are
-    accumulated in float64 so that the mean of ~1e9 terms keeps float32's precision.
-    """
+def pair_potential_sum(x: torch.Tensor, t: float, chunk: int = 512) -> float:
+    """Sum of the Gaussian potentials exp(-t ||x_i - x_j||^2) over the ordered distinct pairs i != j of the rows
+    of x [N, D], in row blocks of `chunk` (chunk * N potentials in memory at a time, not N^2). Block sums are
+    accumulated in float64 so that a sum of ~1e9 terms keeps float32's precision."""
     n = x.shape[0]
     sq_norm = (x * x).sum(dim=1)
     total = 0.0
@@ -76,20 +73,21 @@ def chunked_uniformity(x: torch.Tensor, t: float, chunk: int = 512) -> float:
         local = torch.arange(rows.stop - rows.start)
         potential[local, local + rows.start] = 0  # a row's own potential is not a pair
         total += potential.sum(dtype=torch.float64).item()
-    return math.log(total / (n * (n - 1)))
+    return total
 
 
-@torch.no_grad()
+def chunked_uniformity(x: torch.Tensor, t: float, chunk: int = 512) -> float:
+    """`pretrain.losses.uniformity` of the rows of x [N, D], exact over all N (N - 1) ordered distinct pairs
+    (`pair_potential_sum`): the dense level has N = images * H * W vectors (~50k for 1000 images at 224 px)."""
+    n = x.shape[0]
+    return math.log(pair_potential_sum(x, t, chunk) / (n * (n - 1)))
+
+
 def same_index_uniformity(maps: torch.Tensor, t: float = PRINTED_T) -> float:
     """The paper's printed dense L_u of L2-normalised cells maps [N, HW, D]: the log of the mean, over ordered
-    pairs of distinct images (i, j) and positions p, of exp(-t ||h_(i,p) - h_(j,p)||^2). Float64 sums."""
+    pairs of distinct images (i, j) and positions p, of exp(-t ||h_(i,p) - h_(j,p)||^2)."""
     n, cells = maps.shape[:2]
-    total = 0.0
-    for position in range(cells):
-        x = maps[:, position]
-        sq_dist = (2 - 2 * x @ x.t()).clamp_min(0)  # unit vectors
-        potential = sq_dist.mul(-t).exp()
-        total += potential.sum(dtype=torch.float64).item() - potential.diagonal().sum(dtype=torch.float64).item()
+    total = sum(pair_potential_sum(maps[:, position], t) for position in range(cells))
     return math.log(total / (cells * n * (n - 1)))
 
 

@@ -26,12 +26,10 @@ LONG_FILES = ("test_pretrain.py", "test_ddp.py", "test_workflow.py", "test_detec
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The long files first, the `slurm` tests last (see test_slurm.test_slurm_tests_run_last)."""
-    def order(item: pytest.Item) -> tuple[bool, int]:
-        name = item.path.name
-        return item.get_closest_marker("slurm") is not None, LONG_FILES.index(name) if name in LONG_FILES else len(
-            LONG_FILES)
-
-    items.sort(key=order)  # stable: keeps the order of the tests within each file
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    # Stable: keeps the order of the tests within each file.
+    items.sort(key=lambda item: (item.get_closest_marker("slurm") is not None,
+                                 rank.get(item.path.name, len(LONG_FILES))))
 
 
 def edge_model_cli(argv: list[str]) -> None:
