@@ -23,7 +23,7 @@ from analysis.table_specs import TABLES
 from cluster.dryrun import REPO, dry_run
 from cluster.estimate import JobPlan, plan_job
 from cluster.jobs import parse_jobs
-from cluster.placeholders import dataset_names, make_placeholders
+from cluster.placeholders import make_placeholders
 from cluster.throughput import THROUGHPUT, Throughput
 from core.errors import UserError
 from core.io import write_text
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> None:
         raise UserError(f"--configfile not found: {', '.join(missing)}.")
     throughput = Throughput.load(args.throughput)
     with tempfile.TemporaryDirectory(prefix="gpu-plan-") as tmp:
-        roots = make_placeholders(Path(tmp), dataset_names())
+        roots = make_placeholders(Path(tmp))
         configfiles = [roots, *[path.resolve() for path in args.configfile]]  # the user's roots win
         plans, seconds = plan_tables(sorted(set(args.tables)), configfiles, throughput, Path(tmp) / "work")
     plans = with_union(plans)

@@ -1,8 +1,9 @@
 """`python -m cluster placeholders`: empty dataset roots so a paper-scale dry run works without the data.
 
-At paper scale every dataset root must exist before Snakemake builds the DAG (common.smk checks them), and a
-few files under them are named as inputs of rules (the OpenImages CSVs of openimages_mini, COCO's
-train2017 annotations of coco_subset), so they must exist too. Nothing is read from them: they only let
+At paper scale every dataset root must exist before Snakemake builds the DAG, holding the paths each
+transfer protocol and image set reads (common.smk checks them; prepare/roots.py lists them), and a few
+files under them are named as inputs of rules (the OpenImages CSVs of openimages_mini, COCO's train2017
+annotations of coco_subset). Nothing is read from the empty files and folders made here: they only let
 `snakemake -n --config scale=paper` list the jobs on a machine without the datasets.
 """
 
@@ -10,40 +11,50 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from core.errors import UserError
 from core.io import write_text
+from prepare.roots import protocol_dataset, protocol_layout
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "workflow" / "config" / "paper.yaml"
-# Files that rules name as inputs under a root (see the module docstring); every other root is a bare folder.
-PLACEHOLDER_FILES = {
-    "openimages": ("train-annotations-bbox.csv", "class-descriptions-boxable.csv"),
-    "coco": ("annotations/instances_train2017.json",),
-}
+# Files that rules name as inputs under a root (see the module docstring).
+RULE_INPUTS = {"openimages": ("train-annotations-bbox.csv", "class-descriptions-boxable.csv")}
 
 
-def dataset_names(config_path: Path = PAPER_CONFIG) -> list[str]:
-    """The datasets of a scale config that have a `root` (paper.yaml's `datasets` section)."""
-    datasets = (yaml.safe_load(config_path.read_text()) or {}).get("datasets") or {}
-    names = [name for name, spec in datasets.items() if isinstance(spec, dict) and "root" in spec]
-    if not names:
-        raise UserError(f"{config_path}: no dataset with a `root` under `datasets`; nothing to make placeholders for.")
-    return names
+def placeholder_layouts(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Per dataset with a `root` in `config`: the relative paths (folders end with '/') its placeholder holds."""
+    datasets = config.get("datasets") or {}
+    layouts: dict[str, list[str]] = {
+        name: list(RULE_INPUTS.get(name, ())) for name, spec in datasets.items() if isinstance(spec, dict)
+        and "root" in spec
+    }
+    if not layouts:
+        raise UserError("the config has no dataset with a `root` under `datasets`; nothing to make placeholders for.")
+    for spec in config["finetune"]["protocols"].values():
+        layouts.setdefault(protocol_dataset(spec), []).extend(protocol_layout(spec))
+    for spec in config["pretrain"]["image_sets"].values():
+        # One folder per pattern, its wildcards named "placeholder".
+        layouts[spec["dataset"]] += [p.replace("*", "placeholder") + "/" for p in spec["train"] + spec["heldout"]]
+    return {name: sorted(set(paths)) for name, paths in layouts.items()}
 
 
-def make_placeholders(out: Path, names: list[str]) -> Path:
-    """Create an empty root per dataset under `out`/roots and write `out`/roots.yaml pointing at them
-    (`build: false`, as at paper scale); return the configfile's path."""
+def make_placeholders(out: Path, config_path: Path = PAPER_CONFIG) -> Path:
+    """Create an empty root per dataset of `config_path` under `out`/roots and write `out`/roots.yaml pointing
+    at them (`build: false`, as at paper scale); return the configfile's path."""
     roots = {}
-    for name in names:
+    for name, paths in placeholder_layouts(yaml.safe_load(config_path.read_text()) or {}).items():
         root = (out / "roots" / name).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        for relative in PLACEHOLDER_FILES.get(name, ()):
-            (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            (root / relative).touch()
+        for relative in paths:
+            if relative.endswith("/"):
+                (root / relative).mkdir(parents=True, exist_ok=True)
+            else:
+                (root / relative).parent.mkdir(parents=True, exist_ok=True)
+                (root / relative).touch()
         roots[name] = {"root": str(root), "build": False}
     configfile = out / "roots.yaml"
     header = "# Empty placeholder roots for a dry run (python -m cluster placeholders): no data in them.\n"
@@ -52,7 +63,7 @@ def make_placeholders(out: Path, names: list[str]) -> Path:
 
 
 def _run(args: argparse.Namespace) -> None:
-    print(make_placeholders(args.out, dataset_names(args.config)))
+    print(make_placeholders(args.out, args.config))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,22 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> None:
             f"invalid configuration (schema: workflow/schemas/{Path(schema_path).name}):\n  " + "\n  ".join(lines)
             + "\nNested overrides belong in a --configfile: `--config key={...}` passes every value as a string."
         ) from None
+
+
+def typed_config_values(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested values of Snakemake's --config entries with their scalars read as YAML (8 -> int, true ->
+    bool); top-level scalars, which Snakemake types itself, are left out."""
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {key: typed(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [typed(item) for item in value]
+        if isinstance(value, str):
+            try:
+                return yaml.safe_load(value) if value else value
+            except yaml.YAMLError:
+                return value
+        return value
+
+    return {key: typed(value) for key, value in overrides.items() if isinstance(value, Mapping | list)}

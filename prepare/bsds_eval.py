@@ -334,13 +334,18 @@ def _load_png(path: Path) -> np.ndarray:
 def _load_npy(path: Path) -> np.ndarray:
     try:
         pb = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
         raise UserError(f"cannot decode prediction {path} ({err}). Save it with numpy.save.") from None
     if pb.ndim != 2 or not (np.issubdtype(pb.dtype, np.floating) or pb.dtype == bool):
         raise UserError(f"prediction {path} is a {pb.dtype} array of shape {pb.shape}; save a 2-D float map.")
-    pb = pb.astype(float)
+    return _in_unit_range(pb.astype(float), path)
+
+
+def _in_unit_range(pb: np.ndarray, path: Path) -> np.ndarray:
+    """`pb` if every value is in [0, 1] (NaN is not); else a UserError naming the file."""
     if not np.all((pb >= 0) & (pb <= 1)):
-        raise UserError(f"prediction {path} has values outside [0, 1]; rescale the boundary map to [0, 1].")
+        problem = "NaN values" if np.isnan(pb).any() else "values outside [0, 1]"
+        raise UserError(f"prediction {path} has {problem}; rescale the boundary map to [0, 1] (a ucm2 too).")
     return pb
 
 
@@ -354,7 +359,7 @@ def load_prediction(path: str | os.PathLike[str]) -> np.ndarray | list[np.ndarra
     mat = _load_mat(path, "prediction")
     if "ucm2" in mat:
         # The benchmark's double-size format: pixels sit at odd (1-based) rows and columns from 3 on.
-        return np.asarray(mat["ucm2"], dtype=float)[2::2, 2::2]
+        return _in_unit_range(np.asarray(mat["ucm2"], dtype=float)[2::2, 2::2], path)
     if "segs" in mat:
         return [seg_boundaries(seg) for seg in mat["segs"].ravel()]
     raise UserError(f"prediction {path} holds neither 'ucm2' nor 'segs'; save one of the benchmark's formats.")
@@ -383,8 +388,9 @@ def evaluate_image(
     return thresh, match_counts(pred, gts, thresh, max_dist, thin)
 
 
-def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
-    if not gt_dir.is_dir() or not any(gt_dir.glob("*.mat")):
+def _pairs(pred_dir: Path, gt_dir: Path, max_images: int | None) -> list[tuple[Path, Path]]:
+    gts = sorted(gt_dir.glob("*.mat")) if gt_dir.is_dir() else []
+    if not gts:
         raise UserError(f"no ground-truth .mat files in {gt_dir}. Point --gt-dir at {GT_LAYOUT}.")
     if not pred_dir.is_dir():
         raise UserError(f"prediction folder not found: {pred_dir}. Fix --pred-dir.")
@@ -401,7 +407,16 @@ def _pairs(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
             f"{len(orphans)} prediction(s) have no ground truth in {gt_dir} (e.g. {orphans[0]}): name predictions "
             f"<id>.png/.npy/.mat after the ground-truth <id>.mat, or point --gt-dir at the right split."
         )
-    return [(p, gt_dir / f"{p.stem}.mat") for p in preds]
+    # As the official benchmark, every ground truth needs its prediction (the first max_images by name).
+    predicted = set(stems)
+    if missing := [gt.stem for gt in gts[:max_images] if gt.stem not in predicted]:
+        raise UserError(
+            f"{len(missing)} of {len(gts[:max_images])} ground truths in {gt_dir} have no prediction in {pred_dir} "
+            f"(ids {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}). Predict every image, or pass "
+            "--max-images N to score only the first N ground truths by name."
+        )
+    keep = {gt.stem for gt in gts[:max_images]}
+    return [(p, gt_dir / f"{p.stem}.mat") for p in preds if p.stem in keep]
 
 
 def evaluate_dir(
@@ -411,14 +426,17 @@ def evaluate_dir(
     max_dist: float = DEFAULT_MAX_DIST,
     thin: bool = True,
     workers: int = 1,
+    max_images: int | None = None,
 ) -> BoundaryScores:
-    """Score every prediction in `pred_dir` against `gt_dir`/<id>.mat; `workers` > 1 uses processes.
+    """Score the predictions in `pred_dir` against `gt_dir`/<id>.mat; `workers` > 1 uses processes.
 
+    Every ground truth (or the first `max_images` by name) needs a prediction, as in the official benchmark.
     Images are taken in file-name order (per-image rows are numbered in that order).
     """
-    if nthresh < 1 or workers < 1 or max_dist <= 0:
-        raise UserError(f"need nthresh >= 1, workers >= 1 and max_dist > 0 (got {nthresh}, {workers}, {max_dist}).")
-    pairs = _pairs(Path(pred_dir), Path(gt_dir))
+    if nthresh < 1 or workers < 1 or max_dist <= 0 or (max_images is not None and max_images < 1):
+        raise UserError(f"need nthresh >= 1, workers >= 1, max_dist > 0 and max_images >= 1 (got {nthresh}, "
+                        f"{workers}, {max_dist}, {max_images}).")
+    pairs = _pairs(Path(pred_dir), Path(gt_dir), max_images)
     preds, gts = zip(*pairs, strict=True)
     args = (preds, gts, [nthresh] * len(pairs), [max_dist] * len(pairs), [thin] * len(pairs))
     progress = {"total": len(pairs), "desc": "bsds-eval", "unit": "img", "dynamic_ncols": True}
@@ -442,7 +460,8 @@ def evaluate_dir(
 
 
 def _run(args: argparse.Namespace) -> None:
-    scores = evaluate_dir(args.pred_dir, args.gt_dir, args.nthresh, args.max_dist, workers=args.workers)
+    scores = evaluate_dir(args.pred_dir, args.gt_dir, args.nthresh, args.max_dist, workers=args.workers,
+                          max_images=args.max_images)
     write_eval_files(args.out_dir, scores)
     print(
         f"{len(scores.per_image)} images: ODS F {scores.ods_f:.4f} (t={scores.ods_threshold:.3f}), "
@@ -460,4 +479,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-dist", type=float, default=DEFAULT_MAX_DIST,
                         help="match tolerance, fraction of the image diagonal")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="score the first N ground truths by name (as bsds-predict --max-images); default all")
     parser.set_defaults(func=_run)

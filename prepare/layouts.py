@@ -17,6 +17,21 @@ from core.errors import UserError
 from core.io import atomic_path, write_text
 
 COCO_SPLITS: tuple[str, ...] = ("train2017", "val2017")
+# dataset kind of a detection protocol -> its COCO annotation file stem.
+COCO_ANNOTATION_KINDS = {"coco": "instances", "coco_keypoints": "person_keypoints"}
+# (year, split) of MoCo's VOC detection protocol: train voc_2007_trainval + voc_2012_trainval, test voc_2007_test.
+VOC_DETECTION_TRAIN: tuple[tuple[int, str], ...] = ((2007, "trainval"), (2012, "trainval"))
+VOC_DETECTION_TEST: tuple[int, str] = (2007, "test")
+# PASCAL VOC 2012 segmentation, relative to VOCdevkit/VOC2012 (mmseg's PascalVOCDataset reads these).
+VOC_IMG_DIR = "JPEGImages"
+VOC_SEG_DIR = "SegmentationClass"
+VOC_TRAIN_SPLIT = "ImageSets/Segmentation/train.txt"
+VOC_VAL_SPLIT = "ImageSets/Segmentation/val.txt"
+# SBD's extra masks, as mmseg's voc12aug config adds them (tools/dataset_converters/voc_aug.py layout).
+VOC_AUG_SEG_DIR = "SegmentationClassAug"
+VOC_AUG_SPLIT = "ImageSets/Segmentation/aug.txt"
+CITYSCAPES_IMG_DIR = "leftImg8bit"
+CITYSCAPES_SEG_DIR = "gtFine"
 MANIFEST = "manifest.json"
 # Written first into every build folder: only a folder holding it may be wiped by a rebuild.
 _BUILD_MARKER = ".built-by-prepare"
@@ -33,9 +48,14 @@ def coco_layout(annotation_kinds: Sequence[str]) -> list[str]:
     return files + [f"{split}/" for split in COCO_SPLITS]
 
 
+def missing_paths(root: Path, expected: Sequence[str]) -> list[str]:
+    """The entries of `expected` (relative paths; folders end with '/') absent under `root`."""
+    return [rel for rel in expected if not ((root / rel).is_dir() if rel.endswith("/") else (root / rel).is_file())]
+
+
 def check_layout(root: Path, expected: Sequence[str], what: str) -> None:
     """Raise a UserError listing the whole expected layout when any entry of it is missing."""
-    missing = [rel for rel in expected if not ((root / rel).is_dir() if rel.endswith("/") else (root / rel).is_file())]
+    missing = missing_paths(root, expected)
     if missing:
         layout = "\n  ".join(str(root / rel) for rel in expected)
         raise UserError(

@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from core.errors import UserError
-from core.io import save_torch
 from core.preemption import StopRequest, ignore_stop_signals
 from core.provenance import provenance
 from prepare.image_list import read_image_list
 from prepare.shards import ShardedStore, image_list_hash
+from pretrain.checkpoints import ResumeState, run_key
 from pretrain.data import PretrainImages
 from pretrain.distributed import (
     World,
@@ -38,15 +38,12 @@ from pretrain.distributed import (
     process_group,
     rank_indices,
 )
-from pretrain.export import export, load_training_state
+from pretrain.export import export
 from pretrain.methods import build_method, method_class
 from pretrain.optim import build_optimizer, lr_at
 from pretrain.runs import METHOD_PREPARED
 
 log = logging.getLogger("pretrain")
-
-STATE_FILE = "state.pth"
-
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> list[int]:
     """The shuffled image order of one epoch, a function of (seed, epoch) only."""
@@ -75,12 +72,6 @@ def _batches(dataset: PretrainImages, cfg: dict[str, Any], epoch: int, first_bat
                       drop_last=True, num_workers=cfg["workers"], worker_init_fn=ignore_stop_signals)
 
 
-def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                iteration: int) -> None:
-    save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "iteration": iteration}, path)
-
-
 class LossLog:
     """Per-iteration losses as CSV (for curves); on resume, rows past the restart are dropped."""
 
@@ -96,19 +87,6 @@ class LossLog:
                 f.write(",".join(["iteration", "lr", *losses]) + "\n")
                 self.header = True
             f.write(",".join([str(iteration), f"{lr:.6g}", *(f"{v:.6g}" for v in losses.values())]) + "\n")
-
-
-def _resume(state_path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, total: int) -> int:
-    """Load the resume state if there is one; the iteration to start from."""
-    if not state_path.exists():
-        return 0
-    state = load_training_state(state_path)
-    net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    log.info("resuming from iteration %d of %d (%s)", state["iteration"], total, state_path)
-    return state["iteration"]
 
 
 def _global_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -147,11 +125,11 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
         optimizer = build_optimizer(net, cfg)
         amp = cfg["amp"] and device == "cuda"  # mixed precision where the protocol asks for it (LC-loss), GPU only
         scaler = torch.amp.GradScaler(device, enabled=amp)
-        state_path = out / STATE_FILE
-        start = _resume(state_path, net, optimizer, scaler, total)
+        images_hash = image_list_hash(dataset.paths)
+        state = ResumeState(out, run_key(method, cfg, seed, images_hash))
+        start = state.load(net, optimizer, scaler, total)
         model = data_parallel(net, world, net.unused_parameters)  # `net` stays the module that is saved
 
-        saved = start
         loss_log = LossLog(out / "train_log.csv", start) if world.is_main else None
         model.train()
         progress = tqdm(total=total, initial=start, desc=f"pretrain {method}", unit="it", dynamic_ncols=True,
@@ -168,10 +146,11 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
                     losses = model(**batch, iteration=iteration, total=total)
                 values = _global_values(losses)
                 if not math.isfinite(values["loss"]):
-                    last = f"{state_path} (iteration {saved})" if saved else "none yet"
+                    last = state.drop_if_poisoned(iteration) if world.is_main else "on rank 0"
                     raise UserError(f"{method}: loss is {values['loss']} at iteration {iteration}; last good "
                                     f"checkpoint: {last}. Lower pretrain.base_lr (now {cfg['base_lr']}) or check the "
-                                    "input images, then rerun: training resumes from that checkpoint.")
+                                    "input images, then rerun (a run under an unchanged config resumes from that "
+                                    "checkpoint; a changed config starts over).")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses["loss"]).backward()
                 scaler.step(optimizer)
@@ -182,12 +161,11 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
                 progress.update(1)
                 progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.4f}")
                 stopping = stop.agreed()  # all ranks stop after the same iteration
-                if iteration % cfg["checkpoint_every"] == 0 or iteration == total or stopping:
-                    if world.is_main:
-                        _save_state(state_path, net, optimizer, scaler, iteration)
-                    saved = iteration
+                checkpoint = iteration % cfg["checkpoint_every"] == 0 or iteration == total or stopping
+                if checkpoint and world.is_main:
+                    state.save(net, optimizer, scaler, iteration)
                 if stopping:
-                    stop.exit(str(state_path))  # once rank 0 has saved
+                    stop.exit(str(state.path))  # once rank 0 has saved
         progress.close()
     if not world.is_main:
         return
@@ -195,12 +173,12 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
     meta = {
         "method": method,
         "arch": cfg["arch"],
-        "pretrain_data": {"name": data_name, "images": len(dataset), "image_list_hash": image_list_hash(dataset.paths)},
+        "pretrain_data": {"name": data_name, "images": len(dataset), "image_list_hash": images_hash},
         "epochs": cfg["epochs"],
         "iterations": total,
         "provenance": provenance(cfg, seed),
     }
     export(net.state_dict(), meta, out)
-    # The resume state (2-3 copies of the weights with the optimizer's) serves only an interrupted run.
-    state_path.unlink(missing_ok=True)
+    # The resume states (2-3 copies of the weights with the optimizer's) serve only an interrupted run.
+    state.discard()
     log.info("exported %s", out / "backbone.pth")

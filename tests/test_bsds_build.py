@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from shared_data import SHARED_DATASETS
 
 from core.errors import UserError
 from prepare.bsds import build_bsds
 from prepare.bsds_eval import load_ground_truth, seg_boundaries
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def test_procedural_build_has_the_official_layout_and_three_annotators(tmp_path: Path) -> None:
@@ -41,11 +40,15 @@ def test_bad_procedural_settings_are_refused(tmp_path: Path) -> None:
         build_bsds(tmp_path / "absent", tmp_path / "out", seed=0, procedural_count=0, procedural_size=96)
 
 
-@pytest.mark.skipif(not (SHARED / "bsds500").is_dir(), reason=f"real data not found at {SHARED}")
+@pytest.mark.skipif(not (SHARED_DATASETS / "bsds500").is_dir(), reason=f"real data not found at {SHARED_DATASETS}")
 def test_real_bsds_is_linked_in_place(tmp_path: Path) -> None:
-    manifest = build_bsds(SHARED, tmp_path / "BSDS500", seed=0, procedural_count=1, procedural_size=96)
+    # Through a symbolic link, as a user may place the data folder: the build links the real files.
+    source = tmp_path / "datasets-link"
+    source.symlink_to(SHARED_DATASETS)
+    manifest = build_bsds(source, tmp_path / "BSDS500", seed=0, procedural_count=1, procedural_size=96)
     assert manifest["source"] == "bsds500"
     assert {split: info["images"] for split, info in manifest["splits"].items()} == {
         "train": 200, "val": 100, "test": 200}
     linked = tmp_path / "BSDS500" / "data" / "groundTruth" / "test" / "100007.mat"
-    assert linked.is_symlink() and linked.resolve() == (SHARED / "bsds500/BSDS500/data/groundTruth/test/100007.mat")
+    real = SHARED_DATASETS / "bsds500/BSDS500/data/groundTruth/test/100007.mat"
+    assert linked.is_symlink() and linked.resolve() == real.resolve()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from shared_data import SHARED_DATASETS
 
 from core.errors import UserError
 from prepare.bsds_eval import (
@@ -25,8 +26,7 @@ from prepare.bsds_eval import (
     write_eval_files,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-BENCH = SHARED / "bsds500" / "bench" / "data"
+BENCH = SHARED_DATASETS / "bsds500" / "bench" / "data"
 needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"BSDS500 benchmark fixture not found at {BENCH}")
 EVAL_FILES = ("eval_bdry.txt", "eval_bdry_thr.txt", "eval_bdry_img.txt")
 # bench/test_benchs.m: 1 = allBench on ucm2, 2 = boundaryBench on png, 3 = boundaryBench on segs with
@@ -225,3 +225,36 @@ def test_bad_inputs_raise_one_user_error(tmp_path: Path) -> None:
     (gt_dir / "1.mat").write_bytes(b"garbage")
     with pytest.raises(UserError, match=r"cannot read ground truth .*1\.mat"):
         evaluate_dir(pred_dir, gt_dir)
+
+
+def test_empty_npy_and_out_of_range_ucm2_are_refused(tmp_path: Path) -> None:
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    _write_gt(gt_dir / "1.mat", [_line(10, 5, 34)])
+    pred_dir.mkdir()
+    (pred_dir / "1.npy").write_bytes(b"")
+    with pytest.raises(UserError, match=r"cannot decode prediction .*1\.npy .*Save it with numpy\.save"):
+        evaluate_dir(pred_dir, gt_dir)
+    (pred_dir / "1.npy").unlink()
+    ucm2 = np.zeros((2 * SHAPE[0] + 1, 2 * SHAPE[1] + 1))
+    ucm2[2::2, 2::2] = _line(10, 5, 34) * 255.0  # scaled as an 8-bit image
+    scipy.io.savemat(pred_dir / "1.mat", {"ucm2": ucm2})
+    with pytest.raises(UserError, match=r"1\.mat has values outside \[0, 1\]; rescale"):
+        evaluate_dir(pred_dir, gt_dir)
+    ucm2[2, 2] = np.nan
+    scipy.io.savemat(pred_dir / "1.mat", {"ucm2": ucm2 / 255.0})
+    with pytest.raises(UserError, match=r"1\.mat has NaN values"):
+        evaluate_dir(pred_dir, gt_dir)
+
+
+def test_missing_predictions_are_listed_unless_max_images_leaves_them_out(tmp_path: Path) -> None:
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for image_id in ("1", "2", "3"):
+        _write_gt(gt_dir / f"{image_id}.mat", [_line(10, 5, 34)])
+    _write_png(pred_dir / "1.png", _line(10, 5, 34).astype(float))
+    _write_png(pred_dir / "3.png", _line(10, 5, 34).astype(float))
+    with pytest.raises(UserError, match=r"1 of 3 ground truths in .*gt have no prediction in .*pred \(ids 2\)"):
+        evaluate_dir(pred_dir, gt_dir)
+    with pytest.raises(UserError, match=r"1 of 2 ground truths .*\(ids 2\)"):
+        evaluate_dir(pred_dir, gt_dir, max_images=2)
+    scores = evaluate_dir(pred_dir, gt_dir, max_images=1)  # 3.png lies beyond the first image: not scored
+    assert len(scores.per_image) == 1 and scores.ods_f == 1.0

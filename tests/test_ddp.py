@@ -21,6 +21,7 @@ import pretrain.train as train_mod
 from core.errors import UserError
 from core.launch import torch_launch_prefix
 from core.preemption import StopRequest
+from pretrain.checkpoints import STATE_FILE
 from pretrain.distributed import (
     World,
     batch_shuffle,
@@ -222,7 +223,7 @@ def test_torchrun_trains_as_one_process(image_list: str, tmp_path: Path) -> None
     assert logs[0][0] == logs[1][0] and len(logs[0]) == len(logs[1]) == 4
     for row, ddp_row in zip(logs[0][1:], logs[1][1:], strict=True):
         assert [float(v) for v in ddp_row.split(",")] == pytest.approx([float(v) for v in row.split(",")], rel=1e-5)
-    assert not (tmp_path / "ddp" / train_mod.STATE_FILE).exists()
+    assert not (tmp_path / "ddp" / STATE_FILE).exists()
 
 
 # --- launch prefixes -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from cluster.estimate import CPU_SOURCE, JobPlan, plan_job
 from cluster.gpu_plan import UNION, by_kind, summary, with_union
 from cluster.jobs import job_stats as stats_of
 from cluster.jobs import parse_jobs
-from cluster.placeholders import PLACEHOLDER_FILES, dataset_names, make_placeholders
+from cluster.placeholders import PAPER_CONFIG, RULE_INPUTS, make_placeholders, placeholder_layouts
 from cluster.throughput import Throughput
 from core.errors import UserError
 
@@ -155,12 +155,17 @@ def test_gpu_rule_without_estimator_and_entries_without_source_are_refused() -> 
 
 
 def test_placeholders_cover_every_paper_dataset(tmp_path: Path) -> None:
-    names = dataset_names()
-    assert {"coco", "voc", "openimages", "stl10", "davis", "eurosat", "omniglot"} <= set(names)
-    datasets = yaml.safe_load(make_placeholders(tmp_path, names).read_text())["datasets"]
-    assert set(datasets) == set(names) and all(spec["build"] is False for spec in datasets.values())
-    assert all(Path(spec["root"]).is_dir() for spec in datasets.values())
-    for name, files in PLACEHOLDER_FILES.items():
+    config = yaml.safe_load(PAPER_CONFIG.read_text())
+    layouts = placeholder_layouts(config)
+    assert {"coco", "voc", "openimages", "stl10", "davis", "eurosat", "omniglot"} <= set(layouts)
+    datasets = yaml.safe_load(make_placeholders(tmp_path).read_text())["datasets"]
+    assert set(datasets) == set(layouts) and all(spec["build"] is False for spec in datasets.values())
+    # What the keypoint protocol, SBD-augmented VOC segmentation and Tiny-ImageNet pretraining read is there.
+    coco, voc, tiny = (Path(datasets[name]["root"]) for name in ("coco", "voc", "tinyimagenet"))
+    assert (coco / "annotations" / "person_keypoints_val2017.json").is_file() and (coco / "train2017").is_dir()
+    assert (voc / "VOC2012" / "ImageSets" / "Segmentation" / "aug.txt").is_file()
+    assert (tiny / "train" / "placeholder" / "images").is_dir()
+    for name, files in RULE_INPUTS.items():
         assert all((Path(datasets[name]["root"]) / file).is_file() for file in files)
 
 
@@ -170,7 +175,7 @@ def test_gpu_plan_of_table1_matches_the_dry_run(tmp_path: Path) -> None:
     result = subprocess.run([PYTHON, "-m", "cluster", "gpu-plan", "--tables", "1", "--out-csv", str(out_csv),
                              "--out-md", str(out_md)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    roots = make_placeholders(tmp_path / "placeholders", dataset_names())
+    roots = make_placeholders(tmp_path / "placeholders")
     (tmp_path / "work").mkdir()
     stats = stats_of(dry_run("results/table1.csv", [roots], tmp_path / "work")[0])
     rows = pd.read_csv(out_csv)

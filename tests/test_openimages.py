@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pycocotools.coco import COCO
+from shared_data import SHARED_DATASETS
 
 from analysis import table2
 from core.errors import UserError
@@ -30,15 +31,14 @@ from prepare.openimages import (
 )
 from prepare.openimages_mini import build_openimages_mini
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-COCO_MINI = SHARED / "coco_mini"
-META = SHARED / "openimages_meta"
+COCO_MINI = SHARED_DATASETS / "coco_mini"
+META = SHARED_DATASETS / "openimages_meta"
 CLASSES = META / "masumbhai" / "OID" / "csv_folder" / "class-descriptions-boxable.csv"
 MAPPING = META / "coco80_to_openimages_joined.csv"
 TRAIN_JSON = COCO_MINI / "annotations" / "instances_train2017.json"
 VAL_JSON = COCO_MINI / "annotations" / "instances_val2017.json"
 pytestmark = pytest.mark.skipif(not (COCO_MINI.is_dir() and META.is_dir()),
-                                reason=f"real data not found under {SHARED}")
+                                reason=f"real data not found under {SHARED_DATASETS}")
 PERSON, DOG = "/m/01g317", "/m/0bt9lr"  # COCO person, dog (mapping rows 0 and 16)
 TREE, BUILDING = "/m/07j7r", "/m/0cgh4"  # not COCO classes
 

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from shared_data import SHARED_DATASETS
 
 from core.errors import UserError
 from prepare.__main__ import main
@@ -30,8 +31,7 @@ from prepare.layouts import start_build
 from prepare.taxonomy import VOC_CLASSES
 from prepare.voc import build_voc, voc_box, voc_palette
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-COCO_MINI = SHARED / "coco_mini"
+COCO_MINI = SHARED_DATASETS / "coco_mini"
 needs_real_data = pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"real data not found at {COCO_MINI}")
 PROCEDURAL_COUNTS = {"train2017": 8, "val2017": 2}  # the fewest that give every VOC list >= 2 images
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """COCO and VOCdevkit built from the real COCO-mini, once per session."""
     root = tmp_path_factory.mktemp("real")
-    build_coco(SHARED, root / "coco", seed=0, procedural_counts=PROCEDURAL_COUNTS, procedural_size=96)
+    build_coco(SHARED_DATASETS, root / "coco", seed=0, procedural_counts=PROCEDURAL_COUNTS, procedural_size=96)
     build_voc(root / "coco", root / "VOCdevkit")
     return root
 

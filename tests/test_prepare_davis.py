@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import SHARED_DATASETS
 
 from core.errors import UserError
 from prepare.davis import build_davis
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def _frames(root: Path, sequence: str) -> tuple[list[Path], list[Path]]:
@@ -34,7 +33,7 @@ def test_procedural_videos_move_one_object(tmp_path: Path) -> None:
 
 
 def test_real_sequences_are_linked_in_place(tmp_path: Path) -> None:
-    manifest = build_davis(SHARED, tmp_path / "DAVIS", seed=0, procedural_sequences=2)
+    manifest = build_davis(SHARED_DATASETS, tmp_path / "DAVIS", seed=0, procedural_sequences=2)
     assert manifest["source"] == "davis2016_mini"
     assert manifest["sequences"] == {"blackswan": 50, "car-shadow": 40, "dog": 60}
     frames, masks = _frames(tmp_path / "DAVIS", "dog")

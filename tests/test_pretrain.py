@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from PIL import Image
 
 import pretrain.train as train_mod
 from core.errors import UserError
+from pretrain.checkpoints import PREVIOUS_STATE_FILE, STATE_FILE, ResumeState
 from pretrain.data import view_pair_images
+from pretrain.export import load_training_state
 from pretrain.losses import info_nce
 from pretrain.matching import argmax_match
 from pretrain.methods import METHODS, PretrainMethod, build_method
@@ -152,28 +155,24 @@ SMOKE_PRETRAIN = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow
 def test_every_method_trains_exports_and_resumes_exactly(method: str, image_list: str, prepared_stores: dict[str, str],
                                                          tmp_path, monkeypatch, caplog) -> None:
     """Each registered method, with its smoke config (method overrides included), at toy size: 4 iterations;
-    a kill right after the checkpoint of iteration 3 (mid-epoch), then a rerun, gives the uninterrupted run's
-    backbone bit for bit. (One checkpoint per run: each write of a training state costs ~0.3 s here.)"""
+    a rerun from the state saved at iteration 3 (mid-epoch), all that a run killed right after that checkpoint
+    leaves, gives the uninterrupted run's backbone bit for bit. (Real kills: test_pretrain_preemption.py.)"""
     cfg = run_config(SMOKE_PRETRAIN, method, {"epochs": 2, "batch_size": 2, "image_size": 64, "checkpoint_every": 3,
                                               "warmup_epochs": 1, "moco": {"queue_size": 16}})
     prepared = prepared_stores.get(METHOD_PREPARED.get(method, ""))
-    train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "full", data_name="test", prepared=prepared)
+    saved = ResumeState.save
+    (tmp_path / "killed").mkdir()
 
-    saved = train_mod._save_state
-
-    def save_then_die(*args: object) -> None:
-        saved(*args)
+    def save_and_keep_a_copy(self: ResumeState, *args: object) -> None:
+        saved(self, *args)
         if args[-1] == 3:
-            raise KeyboardInterrupt
+            for name in (STATE_FILE, "train_log.csv"):
+                shutil.copy(tmp_path / "full" / name, tmp_path / "killed" / name)
 
-    monkeypatch.setattr(train_mod, "_save_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test",
-                        prepared=prepared)
-    assert not (tmp_path / "killed" / "backbone.pth").exists()
-    assert (tmp_path / "killed" / train_mod.STATE_FILE).is_file()  # the resume state; deleted once exported:
-    assert not (tmp_path / "full" / train_mod.STATE_FILE).exists()
-    monkeypatch.setattr(train_mod, "_save_state", saved)
+    monkeypatch.setattr(ResumeState, "save", save_and_keep_a_copy)
+    train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "full", data_name="test", prepared=prepared)
+    assert not (tmp_path / "full" / STATE_FILE).exists()  # the resume state is deleted once exported
+    monkeypatch.setattr(ResumeState, "save", saved)
     with caplog.at_level(logging.INFO, logger="pretrain"):
         train_mod.train(method, image_list, cfg, seed=0, out_dir=tmp_path / "killed", data_name="test",
                         prepared=prepared)
@@ -202,7 +201,7 @@ def test_export_is_a_torchvision_resnet(image_list: str, tmp_path) -> None:
     assert '"iterations": 2' in meta and '"method": "mocov2"' in meta and '"name": "test"' in meta
 
 
-def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatch) -> None:
+def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatch, caplog) -> None:
     class Diverged(PretrainMethod):
         def __init__(self, arch: str, cfg: dict) -> None:
             super().__init__()
@@ -214,12 +213,42 @@ def test_nan_loss_stops_with_a_clear_error(image_list: str, tmp_path, monkeypatc
 
     monkeypatch.setitem(METHODS, "diverged", Diverged)
     Diverged.fail_at = 0
-    with pytest.raises(UserError, match="diverged: loss is inf at iteration 0; last good checkpoint: none yet"):
+    with pytest.raises(UserError, match=r"diverged: loss is inf at iteration 0; last good checkpoint: none \(a rerun "
+                                        r"starts from iteration 0\)"):
         train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path / "a", data_name="test")
-    Diverged.fail_at = 3  # after the checkpoints of iterations 1, 2 and 3 (checkpoint_every 1)
+    # The state of iteration 3 (checkpoint_every 1) gives the inf itself: deleted; iteration 2's is kept.
+    Diverged.fail_at = 3
     with pytest.raises(UserError, match=r"diverged: loss is inf at iteration 3; last good checkpoint: .*state.pth "
-                                        r"\(iteration 3\)\. Lower pretrain.base_lr"):
+                                        r"\(iteration 2\)\. Lower pretrain.base_lr"):
         train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path / "b", data_name="test")
+    assert load_training_state(tmp_path / "b" / STATE_FILE)["iteration"] == 2
+    assert not (tmp_path / "b" / PREVIOUS_STATE_FILE).exists()
+    with caplog.at_level(logging.INFO, logger="pretrain"), pytest.raises(UserError, match=r"\(iteration 2\)"):
+        train_mod.train("diverged", image_list, _config(), seed=0, out_dir=tmp_path / "b", data_name="test")
+    assert "resuming from iteration 2 of 4" in caplog.text  # a rerun resumes from the state that passed
+
+
+def test_a_state_of_another_config_is_not_resumed(image_list: str, tmp_path, monkeypatch, caplog) -> None:
+    """A run killed under lr 1e8 and rerun under lr 0.03 starts over: it equals an uninterrupted lr 0.03 run."""
+    train_mod.train("mocov2", image_list, _config(), seed=0, out_dir=tmp_path / "full", data_name="test")
+    saved = ResumeState.save
+
+    def save_then_die(self: ResumeState, *args: object) -> None:
+        saved(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResumeState, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train("mocov2", image_list, _config(base_lr=1e8), seed=0, out_dir=tmp_path / "b", data_name="test")
+    monkeypatch.setattr(ResumeState, "save", saved)
+    with caplog.at_level(logging.INFO, logger="pretrain"):
+        train_mod.train("mocov2", image_list, _config(), seed=0, out_dir=tmp_path / "b", data_name="test")
+    assert "was written under another config, seed or image list" in caplog.text
+    assert "starting over from iteration 0" in caplog.text and "resuming" not in caplog.text
+    full = torch.load(tmp_path / "full" / "backbone.pth", weights_only=True)
+    rerun = torch.load(tmp_path / "b" / "backbone.pth", weights_only=True)
+    assert all(torch.equal(full[k], rerun[k]) for k in full)
+    assert (tmp_path / "full" / "train_log.csv").read_text() == (tmp_path / "b" / "train_log.csv").read_text()
 
 
 def test_too_few_images_for_a_batch(image_list: str, tmp_path) -> None:

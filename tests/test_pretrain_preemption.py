@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import pretrain.train as train_mod
 from core.preemption import ignore_stop_signals
+from pretrain.checkpoints import STATE_FILE
 from pretrain.export import load_training_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def test_signal_saves_state_and_the_rerun_matches(signum: signal.Signals, image_
         os.killpg(proc.pid, signum)
         code = proc.wait(timeout=120)
     assert code == 128 + signum, (tmp_path / "stderr.txt").read_text()[-2000:]
-    stopped_at = load_training_state(tmp_path / train_mod.STATE_FILE)["iteration"]
+    stopped_at = load_training_state(tmp_path / STATE_FILE)["iteration"]
     assert k <= stopped_at < TOTAL and stopped_at == _logged_iterations(tmp_path / "train_log.csv")
     assert not (tmp_path / "backbone.pth").exists()
     assert f"stopped by {signum.name}; resume state saved to" in (tmp_path / "stderr.txt").read_text()

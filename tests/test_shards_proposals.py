@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import SHARED_DATASETS
 
 from core.errors import UserError
 from prepare.__main__ import main
 from prepare.proposals import FILTERS, filter_boxes, selective_search
 from prepare.shards import Shard, ShardedStore, image_list_hash, run_shard, shard_slice, write_index
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-COCO_VAL = SHARED / "coco_mini" / "val2017"
+COCO_VAL = SHARED_DATASETS / "coco_mini" / "val2017"
 
 
 def _images(folder: Path, sizes: list[int]) -> list[str]:

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 from interpreter import PYTHON, PYTHON_BIN
+from shared_data import SHARED, SHARED_DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
-SHARED = REPO.parent / "shared"
 LOCAL_SLURM = SHARED / "tools" / "local-slurm"
-DATASETS = SHARED / "datasets"
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -113,9 +112,10 @@ def local_slurm() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def small_config(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Smoke config on the shared real data, with proposals on 96-px copies (a few seconds per shard)."""
-    require(DATASETS.is_dir(), f"{DATASETS} not found")
+    require(SHARED_DATASETS.is_dir(), f"{SHARED_DATASETS} not found")
     path = tmp_path_factory.mktemp("config") / "small.yaml"
-    return write_yaml(path, {"datasets": {"source_root": str(DATASETS)}, "prepare": {"proposals": {"max_side": 96}}})
+    return write_yaml(path, {"datasets": {"source_root": str(SHARED_DATASETS)},
+                             "prepare": {"proposals": {"max_side": 96}}})
 
 
 # Status checks start after 2 s instead of the plugin's 40 (a 3-job chain: ~45 s instead of ~160 s).

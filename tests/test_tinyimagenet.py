@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from shared_data import SHARED_DATASETS
 
 from core.errors import UserError
 from core.io import read_json
 from prepare.image_list import build_image_list, evenly_spaced
 from prepare.tinyimagenet import build_tinyimagenet
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-TINY = SHARED / "tiny_imagenet10" / "tiny-imagenet-200"
+TINY = SHARED_DATASETS / "tiny_imagenet10" / "tiny-imagenet-200"
 
 
 def test_evenly_spaced_by_hand() -> None:
@@ -26,7 +26,7 @@ def test_evenly_spaced_by_hand() -> None:
 @pytest.mark.skipif(not TINY.is_dir(), reason=f"real data not found at {TINY}")
 def test_real_tiny_imagenet_keeps_the_classes_present(tmp_path: Path) -> None:
     out = tmp_path / "tiny-imagenet-200"
-    manifest = build_tinyimagenet(SHARED, out, seed=0, train_count=4, val_count=2)
+    manifest = build_tinyimagenet(SHARED_DATASETS, out, seed=0, train_count=4, val_count=2)
     wnids = (out / "wnids.txt").read_text().split()
     # By hand: the shared copy has 10 class folders of 500 images and 50 val images each.
     assert manifest["source"] == "tiny_imagenet10" and manifest["classes"] == 10 and len(wnids) == 10

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from interpreter import PYTHON, PYTHON_BIN
 
+from cluster.placeholders import make_placeholders
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -137,21 +139,19 @@ def test_missing_dataset_root_names_the_fix() -> None:
     assert "train2017/*.jpg" in out
 
 
+def test_a_root_without_what_a_protocol_reads_stops_before_any_job(tmp_path: Path) -> None:
+    roots = make_placeholders(tmp_path / "placeholders")
+    (tmp_path / "placeholders" / "roots" / "coco" / "annotations" / "person_keypoints_val2017.json").unlink()
+    result = snakemake("-n", "results/table1.csv", "--config", "scale=paper", "--configfile", roots)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in out
+    assert ("finetune.protocols.coco_keypoints reads annotations/person_keypoints_val2017.json from "
+            f"datasets.coco.root ({tmp_path.resolve() / 'placeholders' / 'roots' / 'coco'}), which lacks them.") in out
+
+
 def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -> None:
-    roots = {"coco": tmp_path / "coco", "voc": tmp_path / "VOCdevkit", "openimages": tmp_path / "openimages",
-             "bsds500": tmp_path / "BSDS500", "tinyimagenet": tmp_path / "tiny-imagenet-200",
-             "stl10": tmp_path / "stl10", "davis": tmp_path / "DAVIS", "cityscapes": tmp_path / "cityscapes"}
-    few_shot_sets = ("eurosat", "cropdisease", "chestx", "isic", "sketch", "dtd", "omniglot")
-    roots |= {name: tmp_path / name for name in few_shot_sets}
-    for root in roots.values():
-        root.mkdir()
-    for name in ("train-annotations-bbox.csv", "class-descriptions-boxable.csv"):
-        (roots["openimages"] / name).touch()
-    (roots["coco"] / "annotations").mkdir()
-    (roots["coco"] / "annotations" / "instances_train2017.json").touch()
-    override = {"datasets": {name: {"root": str(root), "build": False} for name, root in roots.items()}}
-    result = snakemake("-n", "-p", "--config", "scale=paper", "--configfile", configfile(tmp_path, override), "--",
-                       "all")
+    roots = make_placeholders(tmp_path / "placeholders")
+    result = snakemake("-n", "-p", "all", "--config", "scale=paper", "--configfile", roots)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     # Nothing is built at paper scale: the DAG starts from the real dataset roots.

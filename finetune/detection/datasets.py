@@ -19,13 +19,11 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDete
 
 from core.errors import UserError
 from core.io import write_json, write_text
-from prepare.layouts import load_coco_json
+from prepare.layouts import COCO_ANNOTATION_KINDS, VOC_DETECTION_TEST, VOC_DETECTION_TRAIN, load_coco_json
 
-# (year, split) of MoCo's VOC protocol: TRAIN voc_2007_trainval + voc_2012_trainval, TEST voc_2007_test.
-_VOC_TRAIN = ((2007, "trainval"), (2012, "trainval"))
-_VOC_TEST = (2007, "test")
 # dataset kind -> (annotation file stem, Detectron2's builtin metadata); as builtin.py registers COCO.
-_COCO_KINDS = {"coco": ("instances", "coco"), "coco_keypoints": ("person_keypoints", "coco_person")}
+_COCO_KINDS = {name: (kind, {"coco": "coco", "coco_keypoints": "coco_person"}[name])
+               for name, kind in COCO_ANNOTATION_KINDS.items()}
 DATASETS = ("voc", *_COCO_KINDS)
 _BUILD_HINT = "(build a small one with `python -m prepare voc` / `python -m prepare coco`)"
 
@@ -69,26 +67,26 @@ def register_voc(root: Path, eval_images: int | None = None, work_dir: Path | No
     """VOC07+12 trainval and VOC07 test of a VOCdevkit folder (its first `eval_images`, listed in `work_dir`)."""
     tag = _tag(root)
     names = {}
-    for year, split in (*_VOC_TRAIN, _VOC_TEST):
+    for year, split in (*VOC_DETECTION_TRAIN, VOC_DETECTION_TEST):
         dirname = root / f"VOC{year}"
         _require(dirname / "ImageSets" / "Main" / f"{split}.txt", "a VOCdevkit folder with VOC2007 and VOC2012")
         name = names[year, split] = f"densebench_voc_{year}_{split}_{tag}"
         if name not in DatasetCatalog.list():
             register_pascal_voc(name, str(dirname), split, year)
-    test = names[_VOC_TEST]
+    test = names[VOC_DETECTION_TEST]
     if eval_images is not None:
-        year, split = _VOC_TEST
+        year, split = VOC_DETECTION_TEST
         dirname = root / f"VOC{year}"
         ids = (dirname / "ImageSets" / "Main" / f"{split}.txt").read_text().split()[:eval_images]
         image_set = _subset_dir(work_dir) / f"voc_{year}_{split}_first{eval_images}.txt"
         write_text(image_set, "\n".join(ids) + "\n")
         test = f"densebench_voc_{year}_{split}_first{eval_images}_{_tag(root, image_set)}"
         if test not in DatasetCatalog.list():
-            classes = MetadataCatalog.get(names[_VOC_TEST]).thing_classes
+            classes = MetadataCatalog.get(names[VOC_DETECTION_TEST]).thing_classes
             DatasetCatalog.register(test, lambda: load_voc_instances(str(dirname), split, classes)[:eval_images])
             MetadataCatalog.get(test).set(thing_classes=classes, dirname=str(dirname), year=year, split=split,
                                           image_set_file=str(image_set))
-    return Registered(tuple(names[key] for key in _VOC_TRAIN), test)
+    return Registered(tuple(names[key] for key in VOC_DETECTION_TRAIN), test)
 
 
 def _subset_dir(work_dir: Path | None) -> Path:

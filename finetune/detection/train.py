@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, HookBase
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -30,6 +30,7 @@ from finetune.detection import (
 )
 from finetune.detection.convert import DEPTHS, read_arch
 from finetune.detection.preemption import PreemptionHook
+from finetune.detection.stream import IterationSeed, ResumableTrainStream
 
 CONFIGS = Path(__file__).with_name("configs")
 # model -> the datasets it can be trained on (its config file is configs/<model>.yaml).
@@ -162,7 +163,18 @@ _SAVES_OPTIMIZER = "state_dict" in vars(DefaultTrainer)
 
 class TransferTrainer(DefaultTrainer):
     """DefaultTrainer evaluating with each dataset's own metric (VOC AP or COCO AP), whose checkpoints hold
-    the optimizer state on every Detectron2 version."""
+    the optimizer state on every Detectron2 version, and whose training stream resumes where it stopped."""
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> ResumableTrainStream:
+        return ResumableTrainStream(cfg)
+
+    def build_hooks(self) -> list[HookBase]:
+        return [IterationSeed(self.cfg.SEED), *super().build_hooks()]
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume=resume)
+        self._trainer.data_loader.start_iter = self.start_iter  # before its first batch is drawn
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> DatasetEvaluator:

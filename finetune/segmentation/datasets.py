@@ -16,19 +16,19 @@ from typing import Any
 
 from core.errors import UserError
 from finetune.common import abbreviate
+from prepare.layouts import (
+    CITYSCAPES_IMG_DIR,
+    CITYSCAPES_SEG_DIR,
+    VOC_AUG_SEG_DIR,
+    VOC_AUG_SPLIT,
+    VOC_IMG_DIR,
+    VOC_SEG_DIR,
+    VOC_TRAIN_SPLIT,
+    VOC_VAL_SPLIT,
+)
 
 NUM_CLASSES = {"voc": 21, "cityscapes": 19}  # VOC: background + 20 classes; 255 is void/ignore in both
 
-VOC_IMG_DIR = "JPEGImages"
-VOC_SEG_DIR = "SegmentationClass"
-VOC_TRAIN_SPLIT = "ImageSets/Segmentation/train.txt"
-VOC_VAL_SPLIT = "ImageSets/Segmentation/val.txt"
-# SBD's extra masks, as mmseg's voc12aug config adds them (tools/dataset_converters/voc_aug.py layout).
-VOC_AUG_SEG_DIR = "SegmentationClassAug"
-VOC_AUG_SPLIT = "ImageSets/Segmentation/aug.txt"
-
-CITYSCAPES_IMG_DIR = "leftImg8bit"
-CITYSCAPES_SEG_DIR = "gtFine"
 CITYSCAPES_IMG_SUFFIX = "_leftImg8bit.png"  # mmseg CityscapesDataset's fixed suffixes
 CITYSCAPES_SEG_SUFFIX = "_gtFine_labelTrainIds.png"
 _CITYSCAPES_FIX = (

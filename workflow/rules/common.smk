@@ -9,12 +9,13 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config
 
-from core.config import validate_config
+from core.config import typed_config_values, validate_config
 from core.launch import torch_launch_prefix
 from analysis.table_specs import ABLATION_TABLE, TABLES, sources_of
 from core.errors import UserError
 
-from prepare.roots import BUILDABLE, check_dataset_root
+from prepare.roots import (BUILDABLE, check_dataset_root, check_image_set_root, check_protocol_root,
+                           protocol_dataset)
 from pretrain.runs import METHOD_PREPARED, deep_merge, run_config, unknown_keys
 
 WORKFLOW_DIR = Path(workflow.basedir) / "workflow"
@@ -27,6 +28,9 @@ if not _scale_file.is_file():
     raise WorkflowError(f"unknown scale '{_scale}': use --config scale=smoke or scale=paper")
 _resolved = yaml.safe_load(_scale_file.read_text())
 update_config(_resolved, dict(config))
+# `--config 'pretrain={batch_size: 8}'` (Snakemake takes no dotted keys): Snakemake reads such a value with
+# YAML's BaseLoader, which leaves every nested scalar a string; read them as YAML does.
+update_config(_resolved, typed_config_values(workflow.config_settings.config))
 config.clear()
 config.update(_resolved)
 validate_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
@@ -57,6 +61,10 @@ def image_set(name, where="image set"):
     return spec
 
 
+def dataset_root(name):
+    return config["datasets"][name]["root"]
+
+
 AU_SWEEP = PRE["sweeps"].get("alignment_uniformity")
 _used_sets = {PRE["data"]: "pretrain.data"}
 _used_sets.update({name: "pretrain.sweeps.alignment_uniformity.datasets" for name in (AU_SWEEP or {}).get("datasets", {})})
@@ -64,15 +72,11 @@ _used_sets.update({name: "pretrain.sweeps.alignment_uniformity.datasets" for nam
 
 def protocol_data(protocol):
     """The `datasets` entry a transfer protocol reads."""
-    spec = config["finetune"]["protocols"][protocol]
-    if spec["task"] == "detection":
-        return "voc" if spec["dataset"] == "voc" else "coco"  # COCO instances and keypoints share a root
-    if spec["task"] == "segmentation":
-        return spec["dataset"]  # voc or cityscapes
-    if spec["data"] not in config["datasets"]:
-        raise WorkflowError(f"finetune.protocols.{protocol}.data: '{spec['data']}' has no entry under `datasets`; "
-                            f"add datasets.{spec['data']}: {{root: ..., build: false}}.")
-    return spec["data"]
+    name = protocol_dataset(config["finetune"]["protocols"][protocol])
+    if name not in config["datasets"]:
+        raise WorkflowError(f"finetune.protocols.{protocol}.data: '{name}' has no entry under `datasets`; "
+                            f"add datasets.{name}: {{root: ..., build: false}}.")
+    return name
 
 
 _used_datasets = ["coco", "voc", "openimages", "bsds500"]
@@ -89,15 +93,23 @@ for _name in _used_datasets:
             check_dataset_root(_name, config["datasets"][_name]["root"])
         except UserError as err:
             raise WorkflowError(str(err)) from None
+# ... and hold what each protocol and image set reads from them (a built root is checked by its builder).
+try:
+    for _protocol, _spec in config["finetune"]["protocols"].items():
+        _name = protocol_data(_protocol)
+        if not config["datasets"][_name]["build"]:
+            check_protocol_root(_protocol, _spec, _name, dataset_root(_name))
+    for _set in _used_sets:
+        _spec = image_set(_set)
+        if not config["datasets"][_spec["dataset"]]["build"]:
+            check_image_set_root(_set, _spec, dataset_root(_spec["dataset"]))
+except UserError as err:
+    raise WorkflowError(str(err)) from None
 if PREP["edge_model"]["model"] and not os.path.isfile(PREP["edge_model"]["model"]):
     raise WorkflowError(
         f"prepare.edge_model.model not found: {PREP['edge_model']['model']}. Point it at a structured-edge "
         "model.yml.gz (e.g. OpenCV's official one) or set it to null to train ours on BSDS500."
     )
-
-
-def dataset_root(name):
-    return config["datasets"][name]["root"]
 
 
 def dataset_manifest(name):
@@ -423,6 +435,10 @@ def detection_inputs(wildcards):
     if "train_subset" in spec:
         inputs["train_json"] = coco_subset_file(spec["train_subset"])
     return inputs
+
+
+# The BSDS500 test images predicted and scored (the first N by name at smoke scale; all when null).
+BSDS_MAX_IMAGES = f"--max-images {PREP['bsds_eval']['max_images']}" if PREP["bsds_eval"]["max_images"] else ""
 
 
 def bsds_eval_files():

@@ -249,9 +249,7 @@ rule bsds_predict:
     params:
         bsds=lambda wc: dataset_root("bsds500"),
         spectral=PREP["region_trees"]["spectral_weight"],
-        max_images=lambda wc: f"--max-images {PREP['bsds_eval']['max_images']}"
-        if PREP["bsds_eval"]["max_images"]
-        else "",
+        max_images=BSDS_MAX_IMAGES,
     resources:
         **resources_for("prepare", 1),
     log:
@@ -276,6 +274,7 @@ rule bsds_eval:
     params:
         gt=lambda wc: f"{dataset_root('bsds500')}/data/groundTruth/test",
         nthresh=PREP["bsds_eval"]["nthresh"],
+        max_images=BSDS_MAX_IMAGES,
         out=lambda wc, output: os.path.dirname(output[0]),
     resources:
         **resources_for("prepare", 1),
@@ -285,7 +284,7 @@ rule bsds_eval:
         f"{RESULTS}/benchmarks/bsds_eval_{{maps}}.tsv"
     shell:
         "python -m prepare bsds-eval --pred-dir {input:q} --gt-dir {params.gt:q} --nthresh {params.nthresh}"
-        " --out-dir {params.out:q} > {log:q} 2>&1"
+        " {params.max_images} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule bsds_table:
