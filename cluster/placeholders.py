@@ -28,17 +28,16 @@ RULE_INPUTS = {"openimages": ("train-annotations-bbox.csv", "class-descriptions-
 def placeholder_layouts(config: dict[str, Any]) -> dict[str, list[str]]:
     """Per dataset with a `root` in `config`: the relative paths (folders end with '/') its placeholder holds."""
     datasets = config.get("datasets") or {}
-    layouts: dict[str, list[str]] = {
-        name: list(RULE_INPUTS.get(name, ())) for name, spec in datasets.items() if isinstance(spec, dict)
-        and "root" in spec
-    }
+    rooted = [name for name, spec in datasets.items() if isinstance(spec, dict) and "root" in spec]
+    layouts = {name: list(RULE_INPUTS.get(name, ())) for name in rooted}
     if not layouts:
         raise UserError("the config has no dataset with a `root` under `datasets`; nothing to make placeholders for.")
     for spec in config["finetune"]["protocols"].values():
         layouts.setdefault(protocol_dataset(spec), []).extend(protocol_layout(spec))
     for spec in config["pretrain"]["image_sets"].values():
         # One folder per pattern, its wildcards named "placeholder".
-        layouts[spec["dataset"]] += [p.replace("*", "placeholder") + "/" for p in spec["train"] + spec["heldout"]]
+        folders = [pattern.replace("*", "placeholder") + "/" for pattern in spec["train"] + spec["heldout"]]
+        layouts.setdefault(spec["dataset"], []).extend(folders)
     return {name: sorted(set(paths)) for name, paths in layouts.items()}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from shared_data import SHARED_DATASETS
+from shared_data import SHARED_DATASETS, needs_real_data
 
 from core.errors import UserError
 from prepare.bsds import build_bsds
@@ -40,7 +40,7 @@ def test_bad_procedural_settings_are_refused(tmp_path: Path) -> None:
         build_bsds(tmp_path / "absent", tmp_path / "out", seed=0, procedural_count=0, procedural_size=96)
 
 
-@pytest.mark.skipif(not (SHARED_DATASETS / "bsds500").is_dir(), reason=f"real data not found at {SHARED_DATASETS}")
+@needs_real_data(SHARED_DATASETS / "bsds500")
 def test_real_bsds_is_linked_in_place(tmp_path: Path) -> None:
     # Through a symbolic link, as a user may place the data folder: the build links the real files.
     source = tmp_path / "datasets-link"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
-from shared_data import SHARED_DATASETS
+from shared_data import SHARED_DATASETS, needs_real_data
 
 from core.errors import UserError
 from prepare.bsds_eval import (
@@ -27,7 +27,7 @@ from prepare.bsds_eval import (
 )
 
 BENCH = SHARED_DATASETS / "bsds500" / "bench" / "data"
-needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"BSDS500 benchmark fixture not found at {BENCH}")
+needs_bench = needs_real_data(BENCH)
 EVAL_FILES = ("eval_bdry.txt", "eval_bdry_thr.txt", "eval_bdry_img.txt")
 # bench/test_benchs.m: 1 = allBench on ucm2, 2 = boundaryBench on png, 3 = boundaryBench on segs with
 # nthresh 99 (the benchmark then uses one "threshold" per segmentation), 4 = allBench on segs; all thin.

@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import BSDS, edge_model_cli, train_edge_model
+from conftest import edge_model_cli, train_edge_model
+from shared_data import BSDS, needs_real_data
 
 from core.errors import UserError, run_cli
 from prepare.edges import train as edges_train
@@ -36,7 +37,7 @@ from prepare.edges.opencv_model import OpenCVForest, check_model, load_detector,
 from prepare.edges.options import SEOptions
 from prepare.edges.reference import predict_edges
 
-needs_bsds = pytest.mark.skipif(not (BSDS / "data").is_dir(), reason=f"BSDS500 not found at {BSDS}")
+needs_bsds = needs_real_data(BSDS / "data")
 TEST_IMAGE = "100007"  # a BSDS test image, never used for training here
 
 

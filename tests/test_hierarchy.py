@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BSDS
+from shared_data import BSDS
 
 from core.errors import UserError
 from prepare.__main__ import main

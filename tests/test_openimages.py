@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pycocotools.coco import COCO
-from shared_data import SHARED_DATASETS
+from shared_data import SHARED_DATASETS, needs_real_data
 
 from analysis import table2
 from core.errors import UserError
@@ -37,8 +37,7 @@ CLASSES = META / "masumbhai" / "OID" / "csv_folder" / "class-descriptions-boxabl
 MAPPING = META / "coco80_to_openimages_joined.csv"
 TRAIN_JSON = COCO_MINI / "annotations" / "instances_train2017.json"
 VAL_JSON = COCO_MINI / "annotations" / "instances_val2017.json"
-pytestmark = pytest.mark.skipif(not (COCO_MINI.is_dir() and META.is_dir()),
-                                reason=f"real data not found under {SHARED_DATASETS}")
+pytestmark = needs_real_data(COCO_MINI, META)
 PERSON, DOG = "/m/01g317", "/m/0bt9lr"  # COCO person, dog (mapping rows 0 and 16)
 TREE, BUILDING = "/m/07j7r", "/m/0cgh4"  # not COCO classes
 

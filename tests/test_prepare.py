@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from shared_data import SHARED_DATASETS
+from shared_data import SHARED_DATASETS, needs_real_data
 
 from core.errors import UserError
 from prepare.__main__ import main
@@ -32,7 +32,6 @@ from prepare.taxonomy import VOC_CLASSES
 from prepare.voc import build_voc, voc_box, voc_palette
 
 COCO_MINI = SHARED_DATASETS / "coco_mini"
-needs_real_data = pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"real data not found at {COCO_MINI}")
 PROCEDURAL_COUNTS = {"train2017": 8, "val2017": 2}  # the fewest that give every VOC list >= 2 images
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 
@@ -97,7 +96,7 @@ def _png(path: Path) -> np.ndarray:
 # --- real COCO-mini ----------------------------------------------------------------------------------------------
 
 
-@needs_real_data
+@needs_real_data(COCO_MINI)
 def test_real_coco_layout_links_and_manifest(real: Path) -> None:
     coco = real / "coco"
     manifest = json.loads((coco / "manifest.json").read_text())
@@ -114,7 +113,7 @@ def test_real_coco_layout_links_and_manifest(real: Path) -> None:
     assert not (coco / "annotations" / "captions_train2017.json").exists()
 
 
-@needs_real_data
+@needs_real_data(COCO_MINI)
 def test_real_voc_xml_boxes_converted_by_hand(real: Path) -> None:
     # COCO image 535506 (480x640, train2017, VOC2007 trainval): person [120.46, 133.32, 212.31, 498.58]
     # -> (round(120.46)+1, round(133.32)+1, round(332.77), round(631.90)); bottle [106.07, 231.15, 22.33, 60.73];
@@ -133,7 +132,7 @@ def test_real_voc_xml_boxes_converted_by_hand(real: Path) -> None:
     assert voc_box([10.4, 5.0, 0.1, 0.0], 640, 480) == (11, 6, 11, 6)
 
 
-@needs_real_data
+@needs_real_data(COCO_MINI)
 def test_real_voc_class_names_crowd_and_per_class_lists(real: Path) -> None:
     # COCO image 159269 (VOC2007 trainval), by hand: 11 chairs, 6 "dining table", 12 boats + 1 crowd boat,
     # 5 umbrellas (not a VOC class).
@@ -147,7 +146,7 @@ def test_real_voc_class_names_crowd_and_per_class_lists(real: Path) -> None:
     assert len(lines["boat"]) == len(_ids(main_sets / "trainval.txt"))
 
 
-@needs_real_data
+@needs_real_data(COCO_MINI)
 def test_real_segmentation_png(real: Path) -> None:
     # COCO image 433998 (train2017): people (VOC 15), a tv (VOC 20), a crowd of people (void), a glove and a ball
     # (not VOC classes, so background).
@@ -169,7 +168,7 @@ def test_real_segmentation_png(real: Path) -> None:
     assert set(np.unique(label)) == {0, 15, 20, 255}
 
 
-@needs_real_data
+@needs_real_data(COCO_MINI)
 def test_real_voc_splits_are_disjoint_and_follow_the_design(real: Path) -> None:
     voc = real / "VOCdevkit"
     lists = {path.relative_to(voc).as_posix(): _ids(path) for path in voc.glob("VOC20*/ImageSets/*/*.txt")}
@@ -196,7 +195,7 @@ def test_real_voc_splits_are_disjoint_and_follow_the_design(real: Path) -> None:
         assert all(0 <= a["bbox"][0] < a["bbox"][2] <= d["width"] for d in dicts for a in d["annotations"])
 
 
-@needs_real_data
+@needs_real_data(COCO_MINI)
 def test_image_list(real: Path, tmp_path: Path) -> None:
     out = tmp_path / "images.txt"
     extra = [COCO_MINI / "val2017_unannotated", tmp_path / "absent"]

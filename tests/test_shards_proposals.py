@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from shared_data import SHARED_DATASETS
+from shared_data import SHARED_DATASETS, needs_real_data
 
 from core.errors import UserError
 from prepare.__main__ import main
@@ -165,7 +165,7 @@ def test_selective_search_boxes_come_back_in_original_coordinates() -> None:
         assert (inter / union).max() > 0.9, max_side
 
 
-@pytest.mark.skipif(not COCO_VAL.is_dir(), reason=f"real data not found at {COCO_VAL}")
+@needs_real_data(COCO_VAL)
 def test_proposals_cli_on_real_coco_images(tmp_path: Path) -> None:
     paths = sorted(str(p) for p in COCO_VAL.glob("*.jpg"))[:3]
     image_list = tmp_path / "images.txt"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from shared_data import SHARED_DATASETS
+from shared_data import SHARED_DATASETS, needs_real_data
 
 from core.errors import UserError
 from core.io import read_json
@@ -23,7 +23,7 @@ def test_evenly_spaced_by_hand() -> None:
     assert evenly_spaced(items, 20) == items
 
 
-@pytest.mark.skipif(not TINY.is_dir(), reason=f"real data not found at {TINY}")
+@needs_real_data(TINY)
 def test_real_tiny_imagenet_keeps_the_classes_present(tmp_path: Path) -> None:
     out = tmp_path / "tiny-imagenet-200"
     manifest = build_tinyimagenet(SHARED_DATASETS, out, seed=0, train_count=4, val_count=2)
