@@ -103,8 +103,10 @@ def test_shuffle_is_a_no_op_in_one_process() -> None:
 # --- one process at batch B == two processes at B / 2 ----------------------------------------------
 
 def _config(method: str) -> dict:
+    # BYOL's 4096-wide MLPs would be most of its float64 steps; the width does not change what DDP computes.
     return run_config(SMOKE_PRETRAIN, method, {"batch_size": BATCH, "image_size": 64, "moco": {"queue_size": 16},
-                                               "densecl": {"warmup_iters": 0}})
+                                               "densecl": {"warmup_iters": 0},
+                                               "byol": {"projector_hidden": 512, "predictor_hidden": 512}})
 
 
 @contextlib.contextmanager
@@ -210,8 +212,9 @@ def test_torchrun_trains_as_one_process(image_list: str, tmp_path: Path) -> None
     train_mod.train("mocov2", image_list, cfg, seed=0, out_dir=tmp_path / "single", data_name="test")
     args = ["--method", "mocov2", "--image-list", image_list, "--config-json", json.dumps(cfg),
             "--data-name", "test", "--out", str(tmp_path / "ddp")]
-    subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "-m", "pretrain", "train", *args], check=True, cwd=REPO, capture_output=True)
+    # --no-python with the tests' interpreter: under `make test` the workers start as prefork forks too.
+    subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
+                    PYTHON, "-m", "pretrain", "train", *args], check=True, cwd=REPO, capture_output=True)
     single = torch.load(tmp_path / "single" / "backbone.pth", weights_only=True)
     ddp = torch.load(tmp_path / "ddp" / "backbone.pth", weights_only=True)
     assert ddp.keys() == single.keys()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import shutil
 import signal
 from pathlib import Path
 
@@ -226,19 +227,19 @@ def _logged_losses(out: Path) -> list[dict[str, float]]:
     return [{k: v for k, v in json.loads(line).items() if "time" not in k and k != "eta_seconds"} for line in lines]
 
 
-def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path, voc_root: Path) -> None:
+def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path, voc_root: Path, reference) -> None:
+    weights, reference_out, summary = reference
     out = tmp_path / "run"
-    _run(voc_root, out, keep_checkpoints=True)
+    shutil.copytree(reference_out, out)
     work = out / "work"
     assert (work / "model_0000001.pth").is_file()  # checkpoint_period 2: after iterations 0-1
     # Simulate a kill after the first checkpoint: no metrics.json, last_checkpoint at iteration 2.
     (out / "metrics.json").unlink()
     (work / "last_checkpoint").write_text("model_0000001.pth")
-    _run(voc_root, out, keep_checkpoints=True)
+    assert _run(voc_root, out, weights, keep_checkpoints=True)["metrics"] == summary["metrics"]
     assert "resuming from iteration 2" in (work / "log.txt").read_text()
-    assert (out / "metrics.json").is_file()
     with pytest.raises(UserError, match="different run"):
-        _run(voc_root, out, base_lr=0.02)
+        _run(voc_root, out, weights, base_lr=0.02)
 
 
 def _argv(data_root: Path, weights: Path, out: Path, **protocol: object) -> list[str]:
