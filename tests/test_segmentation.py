@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import pickle
 import shutil
 import signal
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from mmengine.logging import HistoryBuffer
 from PIL import Image, ImageDraw
 from stop_at_iteration import run_stopped
 
@@ -23,6 +25,7 @@ from core.errors import UserError
 from finetune.segmentation import cli, compat, convert
 from finetune.segmentation.config import build_config, build_model
 from finetune.segmentation.datasets import check_cityscapes, check_voc2012
+from finetune.segmentation.own_checkpoints import mmengine_checkpoint_globals
 from finetune.segmentation.protocol import SegmentationProtocol
 from finetune.segmentation.train import FrozenBackboneHook, run
 from prepare.voc import voc_palette
@@ -391,6 +394,32 @@ def test_stop_signal_checkpoints_and_the_rerun_finishes_as_the_uninterrupted_run
     expected = _checkpoint(reference_out / "work" / "iter_4.pth")
     assert final.keys() == expected.keys()
     assert [key for key in expected if not torch.equal(final[key], expected[key])] == []
+
+
+class _Attribute:
+    """Pickles as `getattr(owner, name)`, as mmengine's HistoryBuffer pickles its statistics methods."""
+
+    def __init__(self, owner: object, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def __reduce__(self) -> tuple:
+        return getattr, (self.owner, self.name)
+
+
+def test_resume_loads_mmengine_checkpoints_weights_only_and_nothing_more(tmp_path: Path) -> None:
+    """mmengine's message hub (HistoryBuffer, numpy arrays) loads under weights_only; a `getattr` to anything but
+    HistoryBuffer's four statistics is refused, so the allow-list opens no path to calling other code."""
+    buffer = HistoryBuffer()
+    buffer.update(0.5)
+    buffer.update(1.5)
+    torch.save({"message_hub": {"loss": buffer}, "meta": {"seed": np.int64(3)}}, tmp_path / "own.pth")
+    with mmengine_checkpoint_globals():
+        loaded = torch.load(tmp_path / "own.pth", weights_only=True)
+    assert loaded["message_hub"]["loss"].mean() == 1.0 and loaded["meta"]["seed"] == 3
+    for owner, name in ((HistoryBuffer, "register_statistics"), (np.ndarray, "tofile")):  # both allowed classes
+        torch.save({"method": _Attribute(owner, name)}, tmp_path / "foreign.pth")
+        with mmengine_checkpoint_globals(), pytest.raises(pickle.UnpicklingError, match="HistoryBuffer's"):
+            torch.load(tmp_path / "foreign.pth", weights_only=True)
 
 
 @pytest.mark.usefixtures("restore_torch_globals")

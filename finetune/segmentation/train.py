@@ -7,7 +7,6 @@ import math
 import os
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from mmengine.dist import is_main_process
@@ -24,6 +23,7 @@ from finetune.segmentation.compat import ensure_mmcv_ops
 from finetune.segmentation.config import build_config
 from finetune.segmentation.convert import read_arch
 from finetune.segmentation.datasets import check_root
+from finetune.segmentation.own_checkpoints import mmengine_checkpoint_globals
 from finetune.segmentation.preemption import PreemptionHook, RandomStateHook
 from finetune.segmentation.protocol import SegmentationProtocol
 
@@ -68,16 +68,11 @@ class FrozenBackboneHook(Hook):
 
 
 class _Runner(Runner):
-    """mmengine's Runner, able to resume from its own checkpoints under torch >= 2.6.
-
-    mmengine 0.10.7 calls `torch.load` without `weights_only`, whose default became True in torch 2.6;
-    that refuses the numpy arrays and HistoryBuffers mmengine stores in its checkpoints
-    (open-mmlab/mmengine#1655). The work dir's checkpoints are this run's own, so resuming loads
-    them unrestricted; every other load (the pretrained weights) keeps torch's default.
-    """
+    """mmengine's Runner, able to resume from its own checkpoints under torch >= 2.6: `torch.load` keeps
+    weights_only, with what mmengine's checkpoints pickle allow-listed (own_checkpoints.py)."""
 
     def resume(self, filename: str, *args: Any, **kwargs: Any) -> None:
-        with mock.patch.dict(os.environ, {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}):
+        with mmengine_checkpoint_globals():
             super().resume(filename, *args, **kwargs)
 
 
