@@ -24,16 +24,13 @@ def cosine_regression(prediction: torch.Tensor, target: torch.Tensor, dim: int =
     return 2 - 2 * F.cosine_similarity(prediction, target, dim=dim)
 
 
-def dense_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Index-wise dense InfoNCE (Moon et al. 2022, Eq. 2), symmetric over both views as SimCLR's Eq. 1.
+def nt_xent(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent (Moon et al. 2022, Eq. 1, the instance scheme), over [B, S, D] L2-normalised views.
 
-    view1, view2: [B, S, D] L2-normalised, S positions per view (S = 1: instance vectors, and this is
-    exactly Eq. 1, NT-Xent). Every (view, image, position) is an anchor; its positive is the same
-    position of the other view of its image. Its denominator holds every vector of every other view
-    (k != i): the paired view's other positions and both views of the other images are negatives.
-    The anchor's own view is excluded, as Eq. 1 excludes k = i. Eq. 2's indicator can also be read
-    as dropping the positive from the denominator; we keep it, as Eq. 1 and InfoNCE do, so that
-    S = 1 reduces to Eq. 1. Returns the mean over the 2 * B * S anchors.
+    Every (view, image, position) is an anchor; its positive is the same position of the other view of its
+    image. Its denominator holds every vector of every other view (k != i): the paired view's other positions
+    and both views of the other images. With S = 1 this is Eq. 1 exactly. Returns the mean over the 2 * B * S
+    anchors.
     """
     batch, positions, dim = view1.shape
     z = torch.cat([view1, view2]).reshape(-1, dim)  # rows ordered (view, image, position)
@@ -42,6 +39,22 @@ def dense_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float)
     half = batch * positions
     positive = (torch.arange(2 * half, device=z.device) + half) % (2 * half)  # same (image, position), other view
     return F.cross_entropy(logits, positive)
+
+
+def index_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Index-wise dense InfoNCE (Moon et al. 2022, Eq. 2 with Sec. 3.3's pairs), over [B, S, D] L2-normalised views.
+
+    The anchor h(1,p)'s positive is h(2,p), the same index of the other view; its negatives are the other
+    vectors of the other view, "neg = h~2" (Sec. 3.3): the S - 1 other indices of its own image (the noisy
+    negatives) and the (B - 1) * S vectors of the other images, "~12.5k dense features of other images" at
+    batch 256 and 7 x 7 cells (255 x 49 = 12,495; both views would be twice that). Symmetric: each view's
+    vectors are anchors once; returns the mean over the 2 * B * S anchors.
+    """
+    dim = view1.shape[-1]
+    one, two = view1.reshape(-1, dim), view2.reshape(-1, dim)
+    logits = one @ two.t() / temperature  # [anchor of view 1, vector of view 2]
+    positive = torch.arange(one.shape[0], device=one.device)  # same (image, position)
+    return (F.cross_entropy(logits, positive) + F.cross_entropy(logits.t(), positive)) / 2
 
 
 def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 import pretrain.train as train_mod
 from analysis.alignment_uniformity import chunked_uniformity, measure_alignment_uniformity, same_index_uniformity
 from core.errors import UserError
-from pretrain.losses import alignment, dense_info_nce, uniformity
+from pretrain.losses import alignment, index_info_nce, nt_xent, uniformity
 from pretrain.methods import build_method
 
 
@@ -21,8 +21,22 @@ def _unit(*shape: int, seed: int) -> torch.Tensor:
     return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def test_dense_info_nce_matches_eq2_term_by_term() -> None:
-    views = _unit(2, 2, 2, 2, seed=0)  # [view, image, position, dim]: B = 2, HW = 2, D = 2
+def test_index_info_nce_matches_eq2_with_the_other_views_negatives_term_by_term() -> None:
+    views = _unit(2, 3, 2, 2, seed=0)  # [view, image, position, dim]: B = 3, HW = 2, D = 2
+    tau = 0.3
+    terms = []
+    for v, i, p in itertools.product(range(2), range(3), range(2)):
+        anchor, other = views[v, i, p], views[1 - v]
+        numerator = math.exp(anchor @ other[i, p] / tau)
+        # Sec. 3.3's neg = h~2: every vector of the other view (B * HW - 1 = 5 negatives), the positive included
+        denominator = sum(math.exp(anchor @ other[k, q] / tau) for k, q in itertools.product(range(3), range(2)))
+        terms.append(-math.log(numerator / denominator))
+    expected = sum(terms) / len(terms)
+    assert index_info_nce(views[0], views[1], tau).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_nt_xent_matches_eq1_term_by_term_and_by_hand() -> None:
+    views = _unit(2, 2, 2, 2, seed=0)  # the instance scheme's Eq. 1 over positions too
     tau = 0.3
     terms = []
     for v, i, p in itertools.product(range(2), range(2), range(2)):
@@ -32,16 +46,14 @@ def test_dense_info_nce_matches_eq2_term_by_term() -> None:
         denominator = sum(math.exp(anchor @ views[w, k, q] / tau)
                           for w, k, q in itertools.product(range(2), range(2), range(2)) if (w, k) != (v, i))
         terms.append(-math.log(numerator / denominator))
-    expected = sum(terms) / len(terms)
-    assert dense_info_nce(views[0], views[1], tau).item() == pytest.approx(expected, rel=1e-5)
-
-
-def test_dense_info_nce_with_one_position_is_nt_xent() -> None:
+    assert nt_xent(views[0], views[1], tau).item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
     e1, e2 = [1.0, 0.0], [0.0, 1.0]
     view = torch.tensor([[e1], [e2]])  # B = 2, HW = 1, both views identical
     # each anchor: positive cos 1; the other image's two views cos 0: -log(e^2 / (e^2 + 2)) at tau = 0.5
     expected = -math.log(math.exp(2) / (math.exp(2) + 2))
-    assert dense_info_nce(view, view.clone(), 0.5).item() == pytest.approx(expected, rel=1e-6)
+    assert nt_xent(view, view.clone(), 0.5).item() == pytest.approx(expected, rel=1e-6)
+    # Eq. 2's pairs take one view: the other image's view-2 vector only, -log(e^2 / (e^2 + 1))
+    assert index_info_nce(view, view.clone(), 0.5).item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 1)))
 
 
 def test_alignment_and_uniformity_of_antipodal_vectors() -> None:

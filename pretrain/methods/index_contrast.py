@@ -2,8 +2,9 @@
 instance (pooled) or a dense (per-position) sub-head, trained with InfoNCE (Eq. 1 / Eq. 2: positives
 at the same index of the two views) or with Wang & Isola's alignment + uniformity (Sec. 3.2).
 
-No momentum encoder and no queue: the paper avoids such tricks (Sec. 3.3), so negatives are the
-other vectors of the batch.
+No momentum encoder and no queue: the paper avoids such tricks (Sec. 3.3), so negatives come from the
+batch: both views of the other images at the instance level (Eq. 1), the other view's vectors at the
+dense level (Sec. 3.3's "neg = h~2").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from core.errors import UserError
-from pretrain.losses import alignment, dense_info_nce, uniformity
+from pretrain.losses import alignment, index_info_nce, nt_xent, uniformity
 from pretrain.methods import PretrainMethod, register
 from pretrain.models import DenseHead, GlobalHead, ResNetTrunk
 from pretrain.views import ViewConfig
@@ -89,5 +90,6 @@ class IndexContrast(PretrainMethod):
         out = {"loss_align": align.detach(), "loss_uniform": uniform.detach()}
         if align_uniform:
             return {"loss": self.align_weight * align + self.uniform_weight * uniform, **out}
-        loss = dense_info_nce(z1, z2, self.temperature)
+        # Eq. 1 (instance): both views of the batch are negatives; Eq. 2 (dense): the other view's vectors.
+        loss = (nt_xent if self.scheme == "instance" else index_info_nce)(z1, z2, self.temperature)
         return {"loss": loss, "loss_infonce": loss.detach(), **out}
