@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-list", required=True, help="held-out images (`python -m prepare image-list`)")
     p.add_argument("--arch", required=True)
     p.add_argument("--image-size", type=int, required=True)
-    p.add_argument("--max-images", type=int, required=True)
+    p.add_argument("--max-images", type=int, help="a seeded random sample of this many images (default: all)")
     p.add_argument("--views", default="densecl", help="augmentation of the pairs: index_contrast.views")
     p.add_argument("--align-alpha", type=float, default=2.0)
     p.add_argument("--uniform-t", type=float, default=2.0)

@@ -99,13 +99,13 @@ def align_uniform_of(view1: torch.Tensor, view2: torch.Tensor, alpha: float, t: 
 
 
 def measure_alignment_uniformity(backbone_path: str | Path, image_list: str, arch: str, image_size: int, seed: int,
-                                 max_images: int, views: str = "densecl", batch_size: int = 32,
+                                 max_images: int | None, views: str = "densecl", batch_size: int = 32,
                                  align_alpha: float = ALIGN_ALPHA, uniform_t: float = UNIFORM_T) -> dict:
     """Instance- and dense-level L_a, L_u of a backbone on (up to `max_images` of) a held-out image list.
 
     `views`: the augmentation of the positive pairs, by its `index_contrast.views` name (the
-    pre-training dataset's: "wang_isola" for STL-10, "densecl" for COCO). `max_images` bounds the
-    cost: dense uniformity is quadratic in images * H * W. The images are a seeded random subset.
+    pre-training dataset's: "wang_isola" for STL-10, "densecl" for COCO). `max_images` (None: all)
+    bounds the cost: dense uniformity is quadratic in images * H * W. The images are a seeded random subset.
     `batch_size` only groups the encoding: in eval mode BatchNorm uses running statistics, so the
     values do not depend on it.
     """

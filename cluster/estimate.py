@@ -12,6 +12,7 @@ a fixed GPU count). Jobs without GPUs count 0 GPU-hours; their runtime x cores i
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,7 @@ def _frozen_work(job: Job, tp: Throughput, task: str, protocol: dict[str, Any]) 
         return tp.entry("datasets", key, needed_by=job.output)
 
     if task == "linear_eval":  # the encoder sees augmented crops every epoch, then the test set once
-        train, test = data("stl10_train"), data("stl10_test")
+        train, test = data("stl10_train"), data("stl10_heldout")
         return protocol["epochs"] * train.value + test.value, protocol["crop"] ** 2, [train, test]
     if task == "few_shot":  # upper bound: every episode's images distinct (features are cached per image)
         images = protocol["episodes"] * protocol["ways"] * (protocol["shots"] + protocol["queries"])
@@ -129,12 +130,18 @@ def _frozen_eval(job: Job, tp: Throughput) -> Work:
 
 
 def _alignment_uniformity(job: Job, tp: Throughput) -> Work:
-    arch, size, images = job.option("--arch"), int(job.option("--image-size")), int(job.option("--max-images"))
-    if images <= 0:
-        raise UserError(f"{job.output}: --max-images {images} (every held-out image) has no image count here; set "
-                        "pretrain.sweeps.alignment_uniformity.heldout_images for the plan.")
+    arch, size = job.option("--arch"), int(job.option("--image-size"))
+    if "--max-images" in job.argv:
+        images, entries = int(job.option("--max-images")), []
+    else:  # the whole held-out split of the image set (common.smk pretrain_image_list: heldout-<data>/images.txt)
+        data = re.search(r"heldout-([^/]+)/images\.txt$", job.option("--image-list"))
+        if data is None:
+            raise UserError(f"{job.output}: --image-list {job.option('--image-list')} is not a held-out image list "
+                            "(heldout-<data>/images.txt); update cluster/estimate.py _alignment_uniformity.")
+        count = tp.entry("datasets", f"{data[1]}_heldout", needed_by=job.output)
+        images, entries = count.value, [count]
     seconds, rates = _forward_seconds(job, tp, arch, 2 * images, size ** 2)  # two views per image
-    return f"alignment_uniformity {arch}", seconds, rates
+    return f"alignment_uniformity {arch}", seconds, [*rates, *entries]
 
 
 ESTIMATORS: dict[str, tuple[str, Callable[[Job, Throughput], Work]]] = {

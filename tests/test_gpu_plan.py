@@ -12,8 +12,8 @@ from interpreter import PYTHON
 
 from cluster.estimate import CPU_SOURCE, JobPlan, plan_job
 from cluster.gpu_plan import UNION, by_kind, summary, with_union
+from cluster.jobs import Job, parse_jobs
 from cluster.jobs import job_stats as stats_of
-from cluster.jobs import parse_jobs
 from cluster.placeholders import PAPER_CONFIG, RULE_INPUTS, make_placeholders, placeholder_layouts
 from cluster.throughput import Throughput
 from core.errors import UserError
@@ -119,6 +119,24 @@ def test_parse_dry_run_sample_and_estimate_by_hand() -> None:
     # No GPU: 0 GPU-hours; 240 min x 1 core = 4 core-hours as the upper bound.
     assert (shard.stage, shard.gpu_hours, shard.cpu_core_hours, shard.source) == ("cpu", 0, 4, CPU_SOURCE)
     assert "detection.syncbn_factor (estimate)" in detection.source and detection.basis == "estimate"
+
+
+def _alignment_uniformity_job(image_list: str, limit: str) -> Job:
+    return Job("alignment_uniformity", {"output": "results/analysis/au/run.json", "resources": "gpu=1, nodes=1"},
+               f"python -m analysis alignment-uniformity --backbone b.pth --image-list {image_list} --arch resnet18 "
+               f"--image-size 224 {limit} --seed 0 --views densecl --threads 1 --out o.json > l 2>&1")
+
+
+def test_alignment_uniformity_counts_the_whole_heldout_split_or_the_sample() -> None:
+    table = {**TABLE, "datasets": {"coco_heldout": entry(5000)}}
+    heldout = "results/prepare/heldout-coco/images.txt"
+    # 2 views x 5000 images at 224 px / 100 forwards per s x 0.5 (ResNet-18) = 50 s; a sample of 1000: 10 s.
+    whole = plan_job(_alignment_uniformity_job(heldout, ""), throughput(table))
+    assert whole.gpu_hours == pytest.approx(50 / 3600) and "datasets.coco_heldout" in whole.source
+    sample = plan_job(_alignment_uniformity_job(heldout, "--max-images 1000"), throughput(table))
+    assert sample.gpu_hours == pytest.approx(10 / 3600)
+    with pytest.raises(UserError, match="datasets.stl10_heldout"):
+        plan_job(_alignment_uniformity_job("results/prepare/heldout-stl10/images.txt", ""), throughput(table))
 
 
 def plan(output: str, rule: str, stage: str, gpu_hours: float) -> JobPlan:

@@ -45,7 +45,7 @@ rule alignment_uniformity:
         arch=run_arch,
         size=lambda wc: pretrain_run(wc)["cfg"]["image_size"],
         measure=lambda wc: pretrain_run(wc)["cfg"]["index_contrast"],
-        max_images=AU_SWEEP["heldout_images"] if AU_SWEEP else 0,
+        max_images=f"--max-images {AU_SWEEP['heldout_images']}" if AU_SWEEP and AU_SWEEP["heldout_images"] else "",
         seed=PRE["seed"],
     threads: PRE["threads"]
     resources:
@@ -56,7 +56,7 @@ rule alignment_uniformity:
         f"{RESULTS}/benchmarks/alignment_uniformity/{{run}}.tsv"
     shell:
         "python -m analysis alignment-uniformity --backbone {input.backbone:q} --image-list {input.images:q}"
-        " --arch {params.arch} --image-size {params.size} --max-images {params.max_images} --seed {params.seed}"
+        " --arch {params.arch} --image-size {params.size} {params.max_images} --seed {params.seed}"
         " --views {params.measure[views]} --align-alpha {params.measure[align_alpha]}"
         " --uniform-t {params.measure[uniform_t]}"
         " --threads {threads} --out {output:q} > {log:q} 2>&1"
