@@ -31,7 +31,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 SOCKET = "server.sock"
@@ -147,23 +146,31 @@ def _run_child(request: dict, fds: list[int], base_path: list[str]) -> None:
         os._exit(code)
 
 
-def serve(folder: Path, preload: list[str]) -> None:
-    """Import `preload`, write the shim and the socket into `folder`, then fork one child per request."""
-    own = {sys.path[0], *_pythonpath(dict(os.environ))}
-    base_path = [entry for entry in sys.path[1:] if entry not in own]  # the library part of sys.path
-    for module in preload:
-        importlib.import_module(module)
+def write_shim(folder: Path) -> str:
+    """Write the shim into `folder` (before the server listens: until then it runs jobs by the real interpreter);
+    return the socket path it connects to."""
     folder.mkdir(parents=True, exist_ok=True)
     socket_path = str(folder.resolve() / SOCKET)
     if len(socket_path) > _MAX_SOCKET_PATH:  # AF_UNIX paths are limited to 107 bytes
         socket_path = str(Path(tempfile.mkdtemp(prefix="prefork-")) / SOCKET)
     Path(socket_path).unlink(missing_ok=True)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(socket_path)
-    server.listen(64)
     shim_path = folder / "python"
     shim_path.write_text(_SHIM.format(python=sys.executable, module=str(Path(__file__).resolve()), socket=socket_path))
     shim_path.chmod(0o755)
+    return socket_path
+
+
+def serve(folder: Path, preload: list[str], socket_path: str | None = None) -> None:
+    """Write the shim (unless `socket_path` says it is written), import `preload`, listen on the socket, then fork
+    one child per request."""
+    own = {sys.path[0], *_pythonpath(dict(os.environ))}
+    base_path = [entry for entry in sys.path[1:] if entry not in own]  # the library part of sys.path
+    socket_path = socket_path or write_shim(folder)
+    for module in preload:
+        importlib.import_module(module)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(socket_path)
+    server.listen(64)
     (folder / READY).write_text(f"{os.getpid()}\n")
     children: dict[int, socket.socket] = {}
     stop = False
@@ -221,26 +228,28 @@ def _kill(pid: int, number: int) -> None:
 
 def run(folder: Path, preload: list[str], command: list[str]) -> int:
     """Start the server on `folder`, run `command` with the shim first on PATH and in $DENSEBENCH_PYTHON, stop
-    the server; the command's exit status. The server's output goes to `folder`.log."""
+    the server; the command's exit status. The server's output goes to `folder`.log.
+
+    The command starts at once: while the server imports its preloads (~8 s), the shim runs jobs by the real
+    interpreter, which is what they would cost without the server; from then on they are forks."""
     if not command:
         raise SystemExit("prefork run: name the command after --")
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / READY).unlink(missing_ok=True)
+    socket_path = write_shim(folder)
     log_path = folder.with_name(folder.name + ".log")
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "core.prefork", "serve", "--dir", str(folder),
-                                   "--preload", *preload], stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=Path(__file__).resolve().parents[1])
+                                   "--socket", socket_path, "--preload", *preload], stdout=log,
+                                  stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
     try:
-        while not (folder / READY).exists():
-            if server.poll() is not None:
-                raise SystemExit(f"prefork: the server did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
         shim_path = str((folder / "python").resolve())
         env = {**os.environ, "PATH": f"{Path(shim_path).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                SHIM_ENV: shim_path}
         return subprocess.run(command, env=env).returncode
     finally:
+        if server.poll() is not None:  # it failed: the jobs ran as fresh processes
+            print(f"prefork: the server stopped early; jobs ran without it:\n{log_path.read_text()}",
+                  file=sys.stderr)
         server.terminate()
         server.wait()
 
@@ -252,13 +261,14 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("serve", help="import the preloads, then start `python -m` jobs as forks")
     p.add_argument("--dir", type=Path, required=True, help="folder of the shim (DIR/python), socket and ready file")
     p.add_argument("--preload", nargs="*", default=list(DEFAULT_PRELOAD), help="modules to import once")
+    p.add_argument("--socket", help="the socket of a shim already written (by `run`)")
     p = commands.add_parser("run", help="run a command whose `python -m` jobs start as forks, then stop the server")
     p.add_argument("--dir", type=Path, required=True, help="folder of the shim, socket and ready file")
     p.add_argument("--preload", nargs="*", default=list(DEFAULT_PRELOAD), help="modules to import once")
     p.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.dir, args.preload)
+        serve(args.dir, args.preload, args.socket)
     else:
         sys.exit(run(args.dir, args.preload, args.job[1:] if args.job[:1] == ["--"] else args.job))
 

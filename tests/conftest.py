@@ -20,7 +20,10 @@ from prepare.shards import image_list_hash, run_shard, write_index
 # hands files to the workers in collection order: started first, they do not leave one worker running alone
 # at the end of `make test` while the other idles.
 LONG_FILES = ("test_pretrain.py", "test_ddp.py", "test_workflow.py", "test_detection.py", "test_segmentation.py",
-              "test_pretrain_preemption.py")
+              "test_pretrain_preemption.py",
+              # Then the file that imports Snakemake's CLI in process, whose SLURM plugin asks the local cluster for
+              # its config: tools/run_tests.sh stops the cluster once its own tests are done (~3 min in).
+              "test_readme_commands.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

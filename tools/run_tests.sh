@@ -4,8 +4,10 @@
 # over WORKERS processes (default: every core). Extra arguments go to both runs.
 #
 # Where this process may start the local cluster (root, ../shared/tools/local-slurm present), it starts it
-# first (~4 s) and stops it after both runs: once SLURM's client is installed, every Snakemake import asks the
-# controller for its config and waits ~10 s when none answers, so the cluster stays up while any test runs.
+# (~4 s, while pytest collects) and stops it (~10 s) once the cluster tests are done. Once SLURM's client is
+# installed, a Snakemake import asks the controller for its config and waits ~10 s when none answers; the other
+# run's Snakemake calls are forks of the prefork server below, which imported Snakemake (and asked) while the
+# cluster was up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${VENV:-.venv}/bin/python
@@ -14,22 +16,27 @@ LOCAL_SLURM=../shared/tools/local-slurm
 logs=$(mktemp -d)
 
 stop_cluster() {
-  if [ -f "$logs/started" ]; then bash "$LOCAL_SLURM/stop-local-slurm.sh" >> "$logs/local-slurm.log" 2>&1 || true; fi
-  rm -rf "$logs"
-}
-trap stop_cluster EXIT
-
-if [ "$(id -u)" = 0 ] && [ -d "$LOCAL_SLURM" ] && ! sinfo -h >/dev/null 2>&1; then
-  if bash "$LOCAL_SLURM/start-local-slurm.sh" > "$logs/local-slurm.log" 2>&1; then
-    touch "$logs/started"
-  else
-    echo "the local SLURM did not start:" > "$logs/slurm-tests.log"; tail -20 "$logs/local-slurm.log" >> "$logs/slurm-tests.log"
+  if [ -f "$logs/started" ]; then
+    bash "$LOCAL_SLURM/stop-local-slurm.sh" >> "$logs/local-slurm.log" 2>&1 || true
+    rm -f "$logs/started"
   fi
-fi
+}
+trap 'stop_cluster; rm -rf "$logs"' EXIT  # also when interrupted before the cluster tests ended
 
-# Only the files that hold cluster tests: collecting the others would import torch, Detectron2 and mmseg.
-"$PY" -m pytest -q -m slurm -p no:cacheprovider $(grep -l "pytest.mark.slurm" tests/test_*.py) "$@" \
-  >> "$logs/slurm-tests.log" 2>&1 &
+(
+  if [ "$(id -u)" = 0 ] && [ -d "$LOCAL_SLURM" ] && ! sinfo -h >/dev/null 2>&1; then
+    if bash "$LOCAL_SLURM/start-local-slurm.sh" > "$logs/local-slurm.log" 2>&1; then
+      touch "$logs/started"
+    else
+      echo "the local SLURM did not start:"; tail -20 "$logs/local-slurm.log"
+    fi
+  fi
+  code=0
+  # Only the files that hold cluster tests: collecting the others would import torch, Detectron2 and mmseg.
+  "$PY" -m pytest -q -m slurm -p no:cacheprovider $(grep -l "pytest.mark.slurm" tests/test_*.py) "$@" || code=$?
+  stop_cluster
+  exit "$code"
+) > "$logs/slurm-tests.log" 2>&1 &
 slurm_pid=$!
 
 status=0
