@@ -1,8 +1,9 @@
 """PCA-RGB view of a frozen backbone's dense features (hierarchical_grouping.md Fig. 2).
 
 "We apply PCA to the embeddings ... we display the first three PCA components as an RGB image." The
-paper shows its 32-d hypercolumn embedding; our exported backbones hold the ResNet trunk only, so we
-read one stage (`--layer`, at its natural stride) of L2-normalised features (`finetune.dense_eval.features`).
+paper shows its 32-d hypercolumn embedding: a hierarchical-grouping run's exported one (`--embedding`);
+for other backbones, one stage (`--layer`, at its natural stride) of L2-normalised features
+(`finetune.dense_eval.features`).
 One PCA basis is fitted on the cells of all given images together, so a colour means the same direction
 in every panel; each image's projection is then min-max scaled per channel to [0, 1] (the paper does not
 say how components map to intensities).
@@ -61,13 +62,14 @@ def pca_rgb(feature_maps: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch
 
 @torch.no_grad()
 def embedding_figure(backbone: Path | None, arch: str, images: list[Path], layer: str, image_size: int, seed: int,
-                     out_png: str | Path) -> None:
-    """One row per image: the image (longer side `image_size`) and its PCA-RGB feature map beside it."""
+                     out_png: str | Path, embedding: Path | None = None) -> None:
+    """One row per image: the image (longer side `image_size`) and its PCA-RGB feature map beside it; the run's
+    dense embedding (its embedding.pth) instead of `layer` where given."""
     if layer not in LAYERS:
         raise UserError(f"--layer must be one of {list(LAYERS)}, got {layer!r}.")
     if missing := [str(p) for p in images if not Path(p).is_file()]:
         raise UserError(f"images not found: {', '.join(missing)}; pass existing image files to --images.")
-    model = feature_extractor(arch, backbone, seed, layer, NATURAL_STRIDE[layer])
+    model = feature_extractor(arch, backbone, seed, layer, NATURAL_STRIDE[layer], embedding)
     pictures = [load_rgb(Path(path), image_size) for path in images]
     maps = [model(picture[None])[0] for picture in pictures]  # one at a time: sizes may differ
     rgb, _ = pca_rgb(maps)
@@ -79,11 +81,11 @@ def embedding_figure(backbone: Path | None, arch: str, images: list[Path], layer
         # Upsampled to the image's size (nearest: every cell stays a visible block of its colour).
         upsampled = F.interpolate(colours.permute(2, 0, 1)[None], size=picture.shape[1:], mode="nearest")[0]
         ax_pca.imshow(np.clip(upsampled.permute(1, 2, 0).numpy(), 0, 1))
-        ax_pca.set_title(f"{layer} PCA (RGB = components 1-3)", fontsize=8)
+        ax_pca.set_title("PCA (RGB = components 1-3)", fontsize=8)
         for ax in (ax_image, ax_pca):
             ax.set_axis_off()
     weights = "random init" if backbone is None else Path(backbone).parent.name or str(backbone)
-    fig.suptitle(f"{arch} {layer} features: {weights}", fontsize=9)
+    fig.suptitle(f"{arch} {model.name}: {weights}", fontsize=9)
     fig.tight_layout()
     with atomic_path(out_png, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -97,10 +99,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--images", type=Path, nargs="+", required=True, help="image files, one figure row each")
     p.add_argument("--layer", choices=LAYERS, default="layer3")
+    p.add_argument("--embedding", type=Path, help="embedding.pth of the backbone's pretraining run: its dense "
+                   "embedding instead of --layer (hierarchical grouping Fig. 2)")
     p.add_argument("--image-size", type=positive_int, default=224, help="longer side of the resized images")
     p.add_argument("--seed", type=int, default=0, help="random init with --backbone none")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.set_defaults(func=lambda a: (torch.set_num_threads(a.threads),
                                    embedding_figure(a.backbone, a.arch, a.images, a.layer, a.image_size, a.seed,
-                                                    a.out)))
+                                                    a.out, a.embedding)))

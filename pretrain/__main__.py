@@ -9,6 +9,8 @@ import logging
 from core.errors import run_cli
 from core.io import read_json
 from pretrain.export import export, load_training_state
+from pretrain.methods import method_class
+from pretrain.runs import METHOD_EMBEDDING
 from pretrain.train import train
 
 
@@ -21,7 +23,7 @@ def _export(args: argparse.Namespace) -> None:
     """Re-export from any saved state (e.g. an intermediate one), keeping the run's meta.json fields."""
     state = load_training_state(args.state)
     meta = read_json(args.meta) if args.meta else {}
-    export(state["model"], {**meta, "iterations": state["iteration"]}, args.out)
+    export(state["model"], {**meta, "iterations": state["iteration"]}, args.out, METHOD_EMBEDDING.get(args.method))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="run folder: state.pth, backbone.pth, meta.json")
     p.set_defaults(func=_train)
-    p = commands.add_parser("export", help="write backbone.pth + meta.json from a training state")
+    p = commands.add_parser("export", help="write backbone.pth, embedding.pth and meta.json from a training state")
+    p.add_argument("--method", required=True, type=lambda name: method_class(name) and name,
+                   help="the method whose state it is (its embedding head is exported)")
     p.add_argument("--state", required=True)
     p.add_argument("--meta", help="a meta.json whose fields to keep")
     p.add_argument("--out", required=True)

@@ -30,6 +30,9 @@ METHOD_SECTIONS = {
 }
 # The prepare-stage store each region-level method reads per image (`prepare/<store>/<data>/index.json`).
 METHOD_PREPARED = {"soco": "proposals", "d3ssl": "proposals", "hiergroup": "region_trees"}
+# The dense embedding head a method exports beside its backbone (embedding.pth) and the dense evaluations read:
+# hierarchical grouping's hypercolumn F (Sec. 4.2; DAVIS, segment search and Fig. 2 read it).
+METHOD_EMBEDDING = {"hiergroup": "hypercolumn"}
 _ALL_SECTIONS = frozenset(section for sections in METHOD_SECTIONS.values() for section in sections)
 
 

@@ -41,7 +41,7 @@ from pretrain.distributed import (
 from pretrain.export import export
 from pretrain.methods import build_method, method_class
 from pretrain.optim import build_optimizer, lr_at
-from pretrain.runs import METHOD_PREPARED
+from pretrain.runs import METHOD_EMBEDDING, METHOD_PREPARED
 
 log = logging.getLogger("pretrain")
 
@@ -178,7 +178,7 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
         "iterations": total,
         "provenance": provenance(cfg, seed),
     }
-    export(net.state_dict(), meta, out)
+    export(net.state_dict(), meta, out, METHOD_EMBEDDING.get(method))
     # The resume states (2-3 copies of the weights with the optimizer's) serve only an interrupted run.
     state.discard()
     log.info("exported %s", out / "backbone.pth")

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+import torchvision.transforms.functional as TF
+import yaml
 from PIL import Image
 from skimage.morphology import disk
 
@@ -31,21 +33,30 @@ from finetune.dense_eval.label_propagation import (
 )
 from finetune.dense_eval.segment_search import class_iou, confusion, majority_labels, retrieve, scores
 from prepare.voc import voc_palette
+from pretrain.export import export
+from pretrain.methods.hiergroup import HierGroup
+from pretrain.runs import METHOD_EMBEDDING, run_config
+from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
-DAVIS_PROTOCOL = {"sequences": "all", "max_side": None, "layer": "layer3", "stride": 8, "context_frames": 2,
+SMOKE_PRETRAIN = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml")
+                                .read_text())["pretrain"]
+DAVIS_PROTOCOL = {"sequences": "all", "max_side": None, "layer": "layer3", "embedding": True, "stride": 8,
+                  "context_frames": 2,
                   "topk": 1, "coord_weight": 5.0, "temperature": None, "soft_labels": False,
                   "keep_first_frame": False}
-SEARCH_PROTOCOL = {"train_aug": False, "max_side": None, "layer": "layer3", "stride": 8, "clusters": 4,
+SEARCH_PROTOCOL = {"train_aug": False, "max_side": None, "layer": "layer3", "embedding": True, "stride": 8,
+                   "clusters": 4,
                    "kmeans_iters": 10, "topk": 1}
 
 
-def _run(command: str, data_root: Path, protocol: dict, out: Path, backbone: str = "none") -> dict:
+def _run(command: str, data_root: Path, protocol: dict, out: Path, backbone: str = "none",
+         embedding: Path | None = None) -> dict:
     """`python -m finetune <command>` in this process; return its metrics.json."""
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(required=True))
     args = parser.parse_args([command, "--data-root", str(data_root), "--backbone", backbone, "--arch", "resnet18",
                               "--protocol-json", json.dumps(protocol), "--seed", "0", "--threads", "1",
-                              "--out", str(out)])
+                              "--out", str(out), *(["--embedding", str(embedding)] if embedding else [])])
     args.func(args)
     return json.loads((out / "metrics.json").read_text())
 
@@ -345,8 +356,51 @@ def test_davis_command_tracks_a_static_video_exactly(tmp_path: Path) -> None:
     assert result["metrics"] == {"J_mean": 100.0, "F_mean": 100.0, "JF_mean": 100.0}
     assert result["per_sequence"]["still"]["frames_scored"] == 2  # 4 frames minus the first and the last
     assert result["weights"] is None and result["provenance"]["seed"] == 0
+    assert result["features"] == "layer3 (stride 8)"  # random init has no embedding
     with pytest.raises(UserError, match="different run"):  # the work dir belongs to this protocol
         _run("davis", root, {**DAVIS_PROTOCOL, "topk": 3}, tmp_path / "out")
+
+
+def _hiergroup_export(out: Path) -> HierGroup:
+    """A hierarchical-grouping network exported as a pretraining run would be, BN statistics made non-trivial."""
+    torch.manual_seed(0)
+    net = HierGroup("resnet18", run_config(SMOKE_PRETRAIN, "hiergroup", {}))
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    export(net.state_dict(), {"method": "hiergroup"}, out, METHOD_EMBEDDING["hiergroup"])
+    return net.eval()
+
+
+def test_embedding_features_are_the_runs_own_embedding(tmp_path: Path) -> None:
+    """What DAVIS, segment search and the PCA figure read for a hierarchical-grouping row: its network's F
+    (Sec. 4.2), from backbone.pth + embedding.pth, L2-normalised per cell."""
+    net = _hiergroup_export(tmp_path)
+    assert json.loads((tmp_path / "meta.json").read_text())["embedding"] == "hypercolumn"
+    model = feature_extractor("resnet18", tmp_path / "backbone.pth", 0, "layer3", 8, tmp_path / "embedding.pth")
+    images = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    features = model(images)
+    expected = torch.nn.functional.normalize(net.embed(TF.normalize(images, IMAGENET_MEAN, IMAGENET_STD)), dim=1)
+    assert features.shape == (2, 32, 16, 24) and model.name == "embedding (32-d hypercolumn, stride 4)"
+    torch.testing.assert_close(features, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_davis_reads_a_hierarchical_grouping_rows_embedding(tmp_path: Path) -> None:
+    root = _davis_root(tmp_path / "DAVIS")
+    _hiergroup_export(tmp_path / "run")
+    backbone, embedding = str(tmp_path / "run" / "backbone.pth"), tmp_path / "run" / "embedding.pth"
+    result = _run("davis", root, DAVIS_PROTOCOL, tmp_path / "out", backbone, embedding)
+    assert result["features"] == "embedding (32-d hypercolumn, stride 4)"
+    assert result["metrics"] == {"J_mean": 100.0, "F_mean": 100.0, "JF_mean": 100.0}  # identical frames
+    with pytest.raises(UserError, match="protocol's embedding is false"):
+        _run("davis", root, {**DAVIS_PROTOCOL, "embedding": False}, tmp_path / "o2", backbone, embedding)
+    with pytest.raises(UserError, match="needs the --backbone"):
+        _run("davis", root, DAVIS_PROTOCOL, tmp_path / "o3", "none", embedding)
+    export(HierGroup("resnet18", run_config(SMOKE_PRETRAIN, "hiergroup", {})).state_dict(), {}, tmp_path / "densecl",
+           None)  # a method without an embedding head: an empty embedding.pth
+    with pytest.raises(UserError, match="holds no embedding head"):
+        _run("davis", root, DAVIS_PROTOCOL, tmp_path / "o4", backbone, tmp_path / "densecl" / "embedding.pth")
 
 
 def test_davis_bad_inputs(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -25,7 +26,7 @@ from pretrain.methods import METHODS, PretrainMethod, build_method
 from pretrain.momentum import ema_update
 from pretrain.optim import build_optimizer, lr_at
 from pretrain.queue import FeatureQueue
-from pretrain.runs import METHOD_PREPARED, METHOD_SECTIONS, run_config
+from pretrain.runs import METHOD_EMBEDDING, METHOD_PREPARED, METHOD_SECTIONS, run_config
 from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, make_view, sample_crop, view_grid_coords
 
 # Geometry only: no photometric change, so pixel values can be read back.
@@ -186,6 +187,13 @@ def test_every_method_trains_exports_and_resumes_exactly(method: str, image_list
     assert not torch.equal(initial["layer4.1.conv2.weight"], full["layer4.1.conv2.weight"])
     missing, unexpected = torchvision.models.resnet18().load_state_dict(full, strict=False)
     assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+    # The dense embedding head (hierarchical grouping's hypercolumn) beside it; empty for the other methods.
+    embeddings = [torch.load(tmp_path / run / "embedding.pth", weights_only=True) for run in ("full", "killed")]
+    head = METHOD_EMBEDDING.get(method)
+    expected = getattr(build_method(method, "resnet18", cfg), head).state_dict() if head else {}
+    assert embeddings[0].keys() == embeddings[1].keys() == expected.keys()
+    assert all(torch.equal(embeddings[0][k], embeddings[1][k]) for k in expected)
+    assert json.loads((tmp_path / "full" / "meta.json").read_text())["embedding"] == head
     header, *rows = (tmp_path / "killed" / "train_log.csv").read_text().splitlines()
     assert header.startswith("iteration,lr,loss") and [row.split(",")[0] for row in rows] == ["1", "2", "3", "4"]
 

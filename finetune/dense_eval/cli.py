@@ -17,6 +17,8 @@ def _add(subparsers: argparse._SubParsersAction, name: str, help: str, data_help
     parser.add_argument("--data-root", type=Path, required=True, help=data_help)
     parser.add_argument("--backbone", type=weights_path, required=True,
                         help="backbone.pth (torchvision ResNet, no fc) or 'none' (random init from --seed)")
+    parser.add_argument("--embedding", type=Path, help="embedding.pth of the backbone's pretraining run: its dense "
+                        "embedding is the feature where the protocol has embedding: true and the file holds a head")
     parser.add_argument("--arch", choices=ARCHS, required=True)
     parser.add_argument("--protocol-json", required=True, help=f"JSON object of the finetune.{section} settings")
     parser.add_argument("--seed", type=int, required=True, help="random init (with --backbone none) and K-means")

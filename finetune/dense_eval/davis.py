@@ -33,7 +33,7 @@ from core.io import read_json, write_json
 from core.provenance import config_hash, provenance
 from finetune.common import abbreviate, check_resumable, parse_protocol_json
 from finetune.dense_eval import davis_metrics
-from finetune.dense_eval.features import DenseFeatures, feature_extractor, load_rgb
+from finetune.dense_eval.features import FrozenFeatures, embedding_of, feature_extractor, load_rgb
 from finetune.dense_eval.label_propagation import PropagationSettings, one_hot, propagate, upsample_labels
 from finetune.dense_eval.protocol import check_image_settings, require_bool, require_int, require_number
 
@@ -47,7 +47,8 @@ class DavisProtocol:
 
     sequences: str | list[str]  # "all" (every folder of JPEGImages/480p), an ImageSets/*.txt file of the root, or names
     max_side: int | None  # frames resized so their longer side is this (null: as stored)
-    layer: str  # ResNet stage whose output is the feature
+    layer: str  # ResNet stage whose output is the feature (rows without an embedding)
+    embedding: bool  # a run's exported dense embedding, where it has one, instead of `layer` (hierarchical grouping)
     stride: int  # its output stride
     context_frames: int  # k previous frames
     topk: int  # nearest neighbours per context frame
@@ -68,6 +69,7 @@ class DavisProtocol:
             raise UserError(f"protocol sequences must be \"all\", an ImageSets .txt file (e.g. ImageSets/2017/val.txt) "
                             f"or a non-empty list of names, got {seqs!r}.")
         check_image_settings(self.max_side, self.layer, self.stride)
+        require_bool("embedding", self.embedding)
         require_int("context_frames", self.context_frames, 1)
         require_int("topk", self.topk, 1)
         require_number("coord_weight", self.coord_weight, positive=False)
@@ -148,7 +150,7 @@ def _first_labels(mask: np.ndarray, num_labels: int, grid: tuple[int, int], soft
     return fractions if soft else one_hot(fractions.argmax(dim=0), num_labels)
 
 
-def track_sequence(model: DenseFeatures, frames: list[Path], mask_paths: list[Path],
+def track_sequence(model: FrozenFeatures, frames: list[Path], mask_paths: list[Path],
                    protocol: DavisProtocol) -> dict[str, list[list[float]]]:
     """Per object, per scored frame J and F: {"J": [[...] per object], "F": [...]}."""
     first = read_mask(mask_paths[0])
@@ -197,18 +199,19 @@ def summarize(per_sequence: dict[str, dict[str, list[list[float]]]]) -> tuple[di
     return overall, table
 
 
-def run(*, data_root: Path, backbone: Path | None, arch: str, protocol: DavisProtocol, seed: int, threads: int,
-        out: Path) -> dict[str, Any]:
+def run(*, data_root: Path, backbone: Path | None, embedding: Path | None, arch: str, protocol: DavisProtocol,
+        seed: int, threads: int, out: Path) -> dict[str, Any]:
     """Track every sequence, score it and write `out`/metrics.json (last, atomically); return its content."""
     images, masks = check_davis_root(data_root)
     sequences = list_sequences(images, protocol.sequences)
     files = {seq: sequence_files(images, masks, seq) for seq in sequences}  # all checks before any work
     torch.set_num_threads(threads)
-    model = feature_extractor(arch, backbone, seed, protocol.layer, protocol.stride)
+    model = feature_extractor(arch, backbone, seed, protocol.layer, protocol.stride, embedding_of(protocol, embedding))
 
     weights = None if backbone is None else str(backbone)
     work = out / "work"
-    run_key = config_hash({"protocol": protocol.as_dict(), "seed": seed, "weights": weights, "arch": arch,
+    run_key = config_hash({"protocol": protocol.as_dict(), "seed": seed, "weights": weights, "features": model.name,
+                           "arch": arch,
                            "data": str(data_root)})
     check_resumable(work, run_key, has_checkpoint=any(work.glob("sequence_*.json")))
     per_sequence = {}
@@ -225,6 +228,7 @@ def run(*, data_root: Path, backbone: Path | None, arch: str, protocol: DavisPro
         "metrics": overall,
         "per_sequence": table,
         "weights": weights,
+        "features": model.name,
         "arch": arch,
         "provenance": provenance(protocol.as_dict(), seed),
     }

@@ -40,7 +40,7 @@ from core.errors import UserError
 from core.io import save_torch, write_json
 from core.provenance import config_hash, provenance
 from finetune.common import abbreviate, check_resumable, parse_protocol_json
-from finetune.dense_eval.features import DenseFeatures, feature_extractor, load_rgb
+from finetune.dense_eval.features import FrozenFeatures, embedding_of, feature_extractor, load_rgb
 from finetune.dense_eval.kmeans import kmeans
 from finetune.dense_eval.protocol import check_image_settings, require_bool, require_int
 from prepare.taxonomy import VOC_CLASSES
@@ -60,7 +60,8 @@ class SegmentSearchProtocol:
 
     train_aug: bool  # memory = train + SBD aug (train_aug, the paper) instead of train.txt alone
     max_side: int | None  # images resized so their longer side is this (null: as stored)
-    layer: str  # ResNet stage whose output is the feature
+    layer: str  # ResNet stage whose output is the feature (rows without an embedding)
+    embedding: bool  # a run's exported dense embedding, where it has one, instead of `layer` (hierarchical grouping)
     stride: int  # its output stride
     clusters: int  # K of the per-image K-means
     kmeans_iters: int  # Lloyd iterations at most
@@ -74,6 +75,7 @@ class SegmentSearchProtocol:
     def __post_init__(self) -> None:
         require_bool("train_aug", self.train_aug)
         check_image_settings(self.max_side, self.layer, self.stride)
+        require_bool("embedding", self.embedding)
         require_int("clusters", self.clusters, 1)
         require_int("kmeans_iters", self.kmeans_iters, 0)
         require_int("topk", self.topk, 1)
@@ -205,7 +207,7 @@ def scores(matrix: np.ndarray) -> tuple[dict[str, float], list[str], dict[str, f
     return metrics, absent, frequency
 
 
-def _segments(model: DenseFeatures, image: Path, mask: Path, image_id: str, protocol: SegmentSearchProtocol,
+def _segments(model: FrozenFeatures, image: Path, mask: Path, image_id: str, protocol: SegmentSearchProtocol,
               seed: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """(segment ids at the mask's size, unit descriptors [S, C], ground-truth labels) of one image."""
     labels = read_labels(mask)
@@ -214,7 +216,7 @@ def _segments(model: DenseFeatures, image: Path, mask: Path, image_id: str, prot
     return upsample_ids(ids, labels.shape), descriptors, labels
 
 
-def build_memory(model: DenseFeatures, entries: list[tuple[str, Path, Path]], protocol: SegmentSearchProtocol,
+def build_memory(model: FrozenFeatures, entries: list[tuple[str, Path, Path]], protocol: SegmentSearchProtocol,
                  seed: int, work: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Descriptors [M, C] and majority classes [M] of the memory images' labelled segments (chunked, resumable)."""
     chunks = []
@@ -236,17 +238,18 @@ def build_memory(model: DenseFeatures, entries: list[tuple[str, Path, Path]], pr
     return memory, torch.cat([chunk["classes"] for chunk in chunks])
 
 
-def run(*, data_root: Path, backbone: Path | None, arch: str, protocol: SegmentSearchProtocol, seed: int,
-        threads: int, out: Path) -> dict[str, Any]:
+def run(*, data_root: Path, backbone: Path | None, embedding: Path | None, arch: str,
+        protocol: SegmentSearchProtocol, seed: int, threads: int, out: Path) -> dict[str, Any]:
     """Build the memory, segment and label every val image, write `out`/metrics.json (last, atomically)."""
     voc2012 = voc2012_folder(data_root)
     files = split_files(voc2012, protocol.train_aug)
     torch.set_num_threads(threads)
-    model = feature_extractor(arch, backbone, seed, protocol.layer, protocol.stride)
+    model = feature_extractor(arch, backbone, seed, protocol.layer, protocol.stride, embedding_of(protocol, embedding))
 
     weights = None if backbone is None else str(backbone)
     work = out / "work"
-    run_key = config_hash({"protocol": protocol.as_dict(), "seed": seed, "weights": weights, "arch": arch,
+    run_key = config_hash({"protocol": protocol.as_dict(), "seed": seed, "weights": weights, "features": model.name,
+                           "arch": arch,
                            "data": str(voc2012)})
     check_resumable(work, run_key, has_checkpoint=any(work.glob("memory_*.pt")))
     memory, memory_classes = build_memory(model, files["memory"], protocol, seed, work)
@@ -266,6 +269,7 @@ def run(*, data_root: Path, backbone: Path | None, arch: str, protocol: SegmentS
         "memory_segments": int(memory.shape[0]),
         "images": {split: len(entries) for split, entries in files.items()},
         "weights": weights,
+        "features": model.name,
         "arch": arch,
         "provenance": provenance(protocol.as_dict(), seed),
     }

@@ -15,6 +15,8 @@ The contract the training loop relies on (`PretrainMethod`):
   per iteration. `geom*` are the views' recorded geometry ([B, 5], see `pretrain.views.make_view`);
   `iteration` counts from 0 to `total` - 1 (for warm-ups and momentum schedules). Momentum
   updates happen inside `forward`.
+- a dense embedding head that evaluations read besides the backbone (hierarchical grouping's
+  hypercolumn) is the attribute named in `runs.METHOD_EMBEDDING`; export writes it to embedding.pth.
 - `unused_parameters`: True when some trainable parameters get no gradient (e.g. a backbone stage the
   loss never reaches); DDP then searches each step's graph for them (find_unused_parameters).
 - Under DDP (`pretrain.distributed`) `forward` sees this process's slice of the global batch; a step

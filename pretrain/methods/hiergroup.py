@@ -15,7 +15,9 @@ Interpretation choices:
 - Eq. 1 is maximised as written (a sum of ratios, no log and no temperature): loss = -mean of the ratio over
   the valid (anchor, positive) pairs of the batch.
 - Neg_cns: `cross_image_negatives` embedding cells per anchor, drawn uniformly from view 1's maps of the
-  other images of the batch with a generator seeded by the iteration (a resumed run draws them again).
+  other images of the batch with a generator seeded by the iteration (a resumed run draws them again). The
+  paper samples them "from the dataset" yet uses "neither a momentum encoder nor a memory bank": the batch, a
+  uniform sample of the dataset, is the only source of current features (docs/protocol_notes.md).
 - Res3 / Res4 are torchvision's layer2 / layer3; layer4 feeds nothing and keeps its initialisation.
 """
 
@@ -52,10 +54,25 @@ class Hypercolumn(nn.Module):
         self.res4 = conv_bn_relu(res4_channels, width)
         self.out = nn.Conv2d(2 * width, dim, 3, padding=1)
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> Hypercolumn:
+        """The head of an exported embedding.pth, its sizes read from the tensors."""
+        width, res3_channels = state["res3.0.weight"].shape[:2]
+        head = cls(res3_channels, state["res4.0.weight"].shape[1], width, state["out.weight"].shape[0])
+        head.load_state_dict(state)
+        return head
+
     def forward(self, res3: torch.Tensor, res4: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         maps = [F.interpolate(project(x), size=size, mode="bilinear", align_corners=False)
                 for project, x in ((self.res3, res3), (self.res4, res4))]
         return self.out(torch.cat(maps, dim=1))
+
+
+def hypercolumn_embedding(trunk: nn.Module, head: Hypercolumn, images: torch.Tensor) -> torch.Tensor:
+    """The embedding F [B, dim, H / 4, W / 4] of normalised images [B, 3, H, W] through a torchvision ResNet trunk
+    (Res3 = layer2, Res4 = layer3; layer4, Res5, is not part of the hypercolumn)."""
+    res3 = trunk.layer2(trunk.layer1(trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(images))))))
+    return head(res3, trunk.layer3(res3), (images.shape[-2] // 4, images.shape[-1] // 4))
 
 
 def sample_features(embedding: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -152,10 +169,7 @@ class HierGroup(PretrainMethod):
 
     def embed(self, view: torch.Tensor) -> torch.Tensor:
         """The embedding F [B, dim, H / 4, W / 4] of a view [B, 3, H, W]."""
-        trunk = self.backbone
-        res3 = trunk.layer2(trunk.layer1(trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(view))))))
-        res4 = trunk.layer3(res3)  # layer4 (Res5) is not part of the hypercolumn
-        return self.hypercolumn(res3, res4, (view.shape[-2] // 4, view.shape[-1] // 4))
+        return hypercolumn_embedding(self.backbone, self.hypercolumn, view)
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, geom1: torch.Tensor, geom2: torch.Tensor,
                 points1: torch.Tensor, points2: torch.Tensor, valid1: torch.Tensor, valid2: torch.Tensor,

@@ -110,6 +110,7 @@ rule pca_rgb_figure:
         "../../envs/pretrain.yml"
     input:
         backbone=lambda wc: [] if wc.run == RANDOM_RUN else backbone_file(wc),
+        embedding=lambda wc: row_embedding(wc.run, PCA_RGB["embedding"]),
         dataset=lambda wc: dataset_manifest(PCA_RGB["data"]),
     output:
         report(f"{RESULTS}/figures/pca_rgb/{{run}}.png", caption="../report/figure.rst", category="Figures",
@@ -117,13 +118,16 @@ rule pca_rgb_figure:
     params:
         images=lambda wc: [f"{dataset_root(PCA_RGB['data'])}/{image}" for image in PCA_RGB["images"]],
         backbone=lambda wc, input: input.backbone or "none",
+        embedding=embedding_arg,
         arch=run_arch,
         layer=lambda wc: PCA_RGB["layer"],
         size=lambda wc: PCA_RGB["image_size"],
-        caption=lambda wc: f"First three principal components of {wc.run}'s frozen {PCA_RGB['layer']} features "
-        "as RGB beside each image (hierarchical grouping Fig. 2 style).",
+        caption=lambda wc: f"First three principal components of {wc.run}'s frozen "
+        f"{'embedding' if row_embedding(wc.run, PCA_RGB['embedding']) else PCA_RGB['layer']} features as RGB beside "
+        "each image (hierarchical grouping Fig. 2 style).",
     log:
         f"{RESULTS}/logs/pca_rgb/{{run}}.log",
     shell:
-        "python -m analysis pca-rgb --backbone {params.backbone:q} --arch {params.arch} --images {params.images:q}"
+        "python -m analysis pca-rgb --backbone {params.backbone:q} {params.embedding} --arch {params.arch}"
+        " --images {params.images:q}"
         " --layer {params.layer} --image-size {params.size} --seed 0 --out {output:q} > {log:q} 2>&1"

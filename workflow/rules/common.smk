@@ -16,7 +16,7 @@ from core.errors import UserError
 
 from prepare.roots import (BUILDABLE, check_dataset_root, check_image_set_root, check_protocol_root,
                            protocol_dataset)
-from pretrain.runs import METHOD_PREPARED, deep_merge, run_config, unknown_keys
+from pretrain.runs import METHOD_EMBEDDING, METHOD_PREPARED, deep_merge, run_config, unknown_keys
 
 WORKFLOW_DIR = Path(workflow.basedir) / "workflow"
 RESULTS = "results"
@@ -560,6 +560,23 @@ def analysis_targets():
 def row_backbone(wildcards):
     """backbone.pth of a transfer job's row, or nothing for random init."""
     return [] if wildcards.run == RANDOM_RUN else [backbone_file(wildcards)]
+
+
+# A pretraining run's dense embedding head (pretrain/export.py; empty for a method without one).
+PRETRAIN_EMBEDDING = f"{RESULTS}/pretrain/{{run}}/embedding.pth"
+
+
+def row_embedding(run, wanted):
+    """embedding.pth of a row whose method exports a dense embedding, where the evaluation reads embeddings
+    (`embedding: true`); nothing for the other rows, which read the protocol's `layer`."""
+    exports = run in PRETRAIN_RUNS and PRETRAIN_RUNS[run]["method"] in METHOD_EMBEDDING
+    return [PRETRAIN_EMBEDDING.format(run=run)] if wanted and exports else []
+
+
+def embedding_arg(wildcards, input):
+    """--embedding of a job whose `row_embedding` input is not empty."""
+    files = input.get("embedding", [])  # Snakemake may drop an empty named input
+    return f"--embedding {shlex.quote(files[0])}" if files else ""
 
 
 def weights_arg(wildcards, input):

@@ -95,6 +95,7 @@ rule frozen_feature_eval:
     input:
         dataset=lambda wc: dataset_manifest(protocol_data(wc.protocol)),
         backbone=row_backbone,
+        embedding=lambda wc: row_embedding(wc.run, PROTOCOLS[wc.protocol].get("embedding", False)),
     output:
         finetune_metrics("{protocol}", "{run}", "{seed}"),
     params:
@@ -102,6 +103,7 @@ rule frozen_feature_eval:
         root=lambda wc: dataset_root(protocol_data(wc.protocol)),
         extra=frozen_eval_args,
         backbone=lambda wc, input: input.backbone[0] if input.backbone else "none",
+        embedding=embedding_arg,
         protocol=lambda wc: protocol_json(wc.protocol),
         out=lambda wc, output: os.path.dirname(output[0]),
         arch=run_arch,
@@ -116,5 +118,6 @@ rule frozen_feature_eval:
         f"{RESULTS}/benchmarks/{{protocol}}/{{run}}-s{{seed}}.tsv"
     shell:
         "python -m finetune {params.command} --data-root {params.root:q} {params.extra}"
-        " --backbone {params.backbone:q} --arch {params.arch} --protocol-json {params.protocol:q} --seed {wildcards.seed}"
+        " --backbone {params.backbone:q} {params.embedding} --arch {params.arch} --protocol-json {params.protocol:q}"
+        " --seed {wildcards.seed}"
         " --threads {threads} --out {params.out:q} > {log:q} 2>&1"

@@ -10,6 +10,7 @@ rule pretrain_run:
     output:
         backbone=f"{RESULTS}/pretrain/{{run}}/backbone.pth",
         meta=f"{RESULTS}/pretrain/{{run}}/meta.json",
+        embedding=PRETRAIN_EMBEDDING,
     params:
         method=lambda wc: pretrain_run(wc)["method"],
         cfg=lambda wc: json.dumps(pretrain_run(wc)["cfg"]),
