@@ -1,7 +1,8 @@
 """Export: the online backbone as a torchvision ResNet state dict, the method's dense embedding head, meta.json.
 
-Converters to Detectron2 and mmseg read only backbone.pth and meta.json (ARCHITECTURE.md contracts); the frozen
-dense evaluations also read embedding.pth, whose tensors are empty for a method without an embedding head.
+Converters to Detectron2 and mmseg read only backbone.pth and meta.json (README "Architecture", its contracts);
+the frozen dense evaluations also read embedding.pth, whose tensors are empty for a method without an embedding
+head.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def dataset_manifest(name):
 
 
 def pretrain_run_id(name, data, cfg):
-    """<name>-<data>-<arch>-<schedule>-s<seed>: a pretraining run (ARCHITECTURE.md); <name> is the
+    """<name>-<data>-<arch>-<schedule>-s<seed>: a pretraining run (README "Architecture"); <name> is the
     method, or the method with a sweep member's settings; arch and schedule are the run's own."""
     return f"{name}-{data}-{cfg['arch']}-{cfg['schedule']}-s{PRE['seed']}"
 
