@@ -51,13 +51,13 @@ from torchvision.ops import roi_align
 from tqdm import tqdm
 
 from analysis.probe_cli import add_probe, write_probe_metrics
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import UserError
 from core.io import atomic_path, read_json
 from core.provenance import config_hash
 from finetune.common import check_resumable, frozen_resnet, parse_protocol_json
 from finetune.dense_eval.protocol import require_int, require_number
 from prepare.voc import instance_mask
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 STAGES = ("C2", "C3", "C4", "C5")  # outputs of layer1..layer4
 STRIDES = (4, 8, 16, 32)

@@ -19,11 +19,11 @@ import torch
 from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend needed
 from torch.nn import functional as F
 
+from core.architectures import RESNETS
 from core.errors import UserError
 from core.io import atomic_path
 from finetune.common import positive_int, weights_path
 from finetune.dense_eval.features import LAYERS, NATURAL_STRIDE, feature_extractor, load_rgb
-from pretrain.models import ARCHS
 
 
 def pca_basis(cells: torch.Tensor, components: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +96,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                             description=__doc__)
     p.add_argument("--backbone", type=weights_path, required=True,
                    help="backbone.pth (torchvision ResNet, no fc) or 'none' (random init from --seed)")
-    p.add_argument("--arch", choices=ARCHS, required=True)
+    p.add_argument("--arch", choices=RESNETS, required=True)
     p.add_argument("--images", type=Path, nargs="+", required=True, help="image files, one figure row each")
     p.add_argument("--layer", choices=LAYERS, default="layer3")
     p.add_argument("--embedding", type=Path, help="embedding.pth of the backbone's pretraining run: its dense "

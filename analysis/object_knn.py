@@ -47,6 +47,7 @@ from torchvision.ops import roi_align
 from tqdm import tqdm
 
 from analysis.probe_cli import add_probe, write_probe_metrics
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import UserError
 from core.images import load_rgb
 from core.io import save_torch
@@ -54,7 +55,6 @@ from core.provenance import config_hash
 from finetune.common import check_resumable, frozen_resnet, parse_protocol_json
 from finetune.dense_eval.protocol import require_int, require_number
 from prepare.layouts import check_layout, coco_annotation_file, coco_layout, load_coco_json
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 PROBE = "object_knn"
 ROI_SIZE = 7  # D3SSL Sec. 5.3: "RoI Align with a size of 7 x 7"

@@ -12,8 +12,8 @@ import torch
 from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend needed
 from matplotlib.lines import Line2D
 
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.io import atomic_path
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
     from analysis.correspondence import PairMatches

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.architectures import RESNETS
 from core.io import write_json
 from core.provenance import provenance
 from finetune.common import positive_int, weights_path
-from pretrain.models import ARCHS
 
 
 def add_probe(subparsers: argparse._SubParsersAction, name: str, help: str, data_help: str,
@@ -26,7 +26,7 @@ def add_probe(subparsers: argparse._SubParsersAction, name: str, help: str, data
     parser.add_argument("--data-root", type=Path, required=True, help=data_help)
     parser.add_argument("--backbone", type=weights_path, required=True,
                         help="backbone.pth (torchvision ResNet, no fc) or 'none' (random init from --seed)")
-    parser.add_argument("--arch", choices=ARCHS, required=True)
+    parser.add_argument("--arch", choices=RESNETS, required=True)
     parser.add_argument("--protocol-json", required=True, help="JSON object: analysis.probes.<name>")
     parser.add_argument("--seed", type=int, required=True, help="random init (with --backbone none) and sampling")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")

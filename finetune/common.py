@@ -16,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+from core.architectures import RESNET_LAYOUTS, RESNETS
 from core.errors import UserError
 from core.io import read_json, save_torch, write_json
 
@@ -74,16 +75,6 @@ def load_backbone(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-# (blocks per stage, bottleneck?) -> torchvision architecture.
-_ARCHS = {
-    ((2, 2, 2, 2), False): "resnet18",
-    ((3, 4, 6, 3), False): "resnet34",
-    ((3, 4, 6, 3), True): "resnet50",
-    ((3, 4, 23, 3), True): "resnet101",
-    ((3, 8, 36, 3), True): "resnet152",
-}
-
-
 def infer_arch(state_dict: dict[str, Any], fix: str = EXPORT_FIX) -> str:
     """The torchvision ResNet whose layout `state_dict` has; UserError (ending with `fix`) for any other."""
     blocks = tuple(
@@ -91,11 +82,11 @@ def infer_arch(state_dict: dict[str, Any], fix: str = EXPORT_FIX) -> str:
     )
     bottleneck = "layer1.0.conv3.weight" in state_dict
     try:
-        return _ARCHS[blocks, bottleneck]
+        return RESNET_LAYOUTS[blocks, bottleneck]
     except KeyError:
         raise UserError(
             f"backbone has {blocks} blocks per stage ({'bottleneck' if bottleneck else 'basic'} blocks), which is not "
-            f"a torchvision ResNet ({', '.join(_ARCHS.values())}); {fix}."
+            f"a torchvision ResNet ({', '.join(RESNETS)}); {fix}."
         ) from None
 
 

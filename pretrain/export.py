@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import UserError
 from core.io import save_torch, write_json
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 BACKBONE_PREFIX = "backbone."
 

@@ -6,9 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
+from core.architectures import PRETRAIN_ARCHS
 from core.errors import UserError
-
-ARCHS = ("resnet18", "resnet34", "resnet50")
 
 
 class ResNetTrunk(nn.Module):
@@ -22,8 +21,8 @@ class ResNetTrunk(nn.Module):
 
     def __init__(self, arch: str) -> None:
         super().__init__()
-        if arch not in ARCHS:
-            raise UserError(f"unknown backbone '{arch}'; choose one of {', '.join(ARCHS)}")
+        if arch not in PRETRAIN_ARCHS:
+            raise UserError(f"unknown backbone '{arch}'; choose one of {', '.join(PRETRAIN_ARCHS)}")
         net = getattr(torchvision.models, arch)(weights=None)
         for name in self.STAGES:
             self.add_module(name, getattr(net, name))

@@ -17,9 +17,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-# torchvision's ImageNet statistics; the finetune stage normalises with the same values.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import UserError
 from core.io import read_json
 from finetune.__main__ import main as finetune_main
@@ -29,7 +30,6 @@ from finetune.classification.linear import (
 )
 from finetune.classification.protocols import FewShotProtocol, LinearProtocol
 from pretrain.data import sample_generator
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 50, 210), (230, 220, 40), (240, 240, 240), (20, 20, 20)]
 LINEAR = {"epochs": 10, "batch_size": 8, "lr": 0.01, "lr_decay_epochs": [8], "lr_decay_rate": 0.2, "augment": False,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.architectures import PRETRAIN_ARCHS, RESNET_LAYOUTS, RESNETS
 from core.errors import UserError, run_cli
 from core.images import load_rgb
 from core.io import atomic_path, read_json, save_torch, write_json
@@ -89,3 +90,36 @@ def test_reduced_decode_keeps_the_requested_side(tmp_path: Path) -> None:
     assert load_rgb(path, min_side=192).size == (320, 240)  # DCT scale 1/2: both sides still >= 192
     assert load_rgb(path, min_side=100).size == (160, 120)
 
+
+
+def _arch_enums(node: object, path: str = "") -> dict[str, list[str]]:
+    """Every `arch: {enum: [...]}` of the config schema, by its path."""
+    found = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "arch" and isinstance(value, dict) and "enum" in value:
+                found[f"{path}/arch"] = value["enum"]
+            else:
+                found |= _arch_enums(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found |= _arch_enums(value, f"{path}/{index}")
+    return found
+
+
+def test_schema_arch_enums_are_the_architectures_the_code_builds() -> None:
+    """The schema names the architectures core/architectures.py lists: what pretraining builds, and for
+    published checkpoints every torchvision ResNet whose layout the importers recognise."""
+    import torchvision
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    enums = _arch_enums(schema)
+    imported = {path: enum for path, enum in enums.items() if "/imported/" in path}
+    assert len(imported) == 1 and list(imported.values()) == [list(RESNETS)]
+    assert len(enums) > 1 and all(enum == list(PRETRAIN_ARCHS) for path, enum in enums.items() if path not in imported)
+    assert set(PRETRAIN_ARCHS) <= set(RESNETS)
+    for arch, (layout, bottleneck) in zip(RESNETS, RESNET_LAYOUTS, strict=True):
+        net = getattr(torchvision.models, arch)()
+        assert tuple(len(getattr(net, f"layer{stage}")) for stage in range(1, 5)) == layout
+        assert hasattr(net.layer1[0], "conv3") == bottleneck

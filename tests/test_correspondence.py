@@ -18,9 +18,10 @@ from torch.nn import functional as F
 
 from analysis import correspondence as corr
 from analysis.pair_figure import draw_pairs, drawn_pairs
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import UserError
 from pretrain.matching import argmax_match, phm_match
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig
+from pretrain.views import ViewConfig
 
 # PHM's settings as the DAG passes them: the smoke config's pretrain.houghcl section.
 PHM = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml").read_text()

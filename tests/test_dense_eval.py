@@ -18,6 +18,7 @@ import yaml
 from PIL import Image
 from skimage.morphology import disk
 
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import UserError
 from finetune.common import frozen_resnet
 from finetune.dense_eval import cli, davis_metrics
@@ -36,7 +37,6 @@ from prepare.voc import voc_palette
 from pretrain.export import export
 from pretrain.methods.hiergroup import HierGroup
 from pretrain.runs import METHOD_EMBEDDING, run_config
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 SMOKE_PRETRAIN = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "config" / "smoke.yaml")
                                 .read_text())["pretrain"]

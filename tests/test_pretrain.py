@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 
 import pretrain.train as train_mod
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import UserError
 from pretrain.checkpoints import PREVIOUS_STATE_FILE, STATE_FILE, ResumeState
 from pretrain.data import view_pair_images
@@ -27,7 +28,7 @@ from pretrain.momentum import ema_update
 from pretrain.optim import build_optimizer, lr_at
 from pretrain.queue import FeatureQueue
 from pretrain.runs import METHOD_EMBEDDING, METHOD_PREPARED, METHOD_SECTIONS, run_config
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, make_view, sample_crop, view_grid_coords
+from pretrain.views import ViewConfig, make_view, sample_crop, view_grid_coords
 
 # Geometry only: no photometric change, so pixel values can be read back.
 PLAIN = ViewConfig(size=64, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)

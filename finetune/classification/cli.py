@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.architectures import RESNETS
 from finetune.classification.data import LAYOUTS
-from finetune.classification.protocols import ARCHS, FewShotProtocol, LinearProtocol
+from finetune.classification.protocols import FewShotProtocol, LinearProtocol
 from finetune.common import positive_int, weights_path
 
 
@@ -34,7 +35,7 @@ def _add(subparsers: argparse._SubParsersAction, name: str, help: str, section: 
                         help="tinyimagenet: wnids.txt, train/<wnid>/images, val/; imagefolder: <split>/<class>/<image>")
     parser.add_argument("--backbone", type=weights_path, required=True,
                         help="backbone.pth (torchvision ResNet, no fc) or 'none' (random init from --seed)")
-    parser.add_argument("--arch", choices=ARCHS, required=True)
+    parser.add_argument("--arch", choices=RESNETS, required=True)
     parser.add_argument("--protocol-json", required=True, help=f"JSON object of the finetune.{section} settings")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--threads", type=positive_int, default=1, help="torch and BLAS CPU threads")

@@ -18,14 +18,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD, RESNETS
 from core.errors import UserError
 from core.images import load_rgb
 from core.io import save_torch
 from core.provenance import config_hash
-from finetune.classification.protocols import ARCHS
 from finetune.common import frozen_resnet
 from pretrain.data import sample_generator
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD, ViewConfig, sample_crop
+from pretrain.views import ViewConfig, sample_crop
 
 # Wang & Isola's linear_eval.py train transform: RandomResizedCrop(64, scale=(0.08, 1)) (torchvision's
 # default ratio 3/4-4/3) and RandomHorizontalFlip.
@@ -42,8 +42,8 @@ def check_device(device: str) -> None:
 def build_encoder(arch: str, backbone: Path | None, seed: int) -> torchvision.models.ResNet:
     """The frozen trunk (its forward gives the pooled layer4 features): weights from `backbone`
     (backbone.pth), or torchvision's init drawn from `seed`."""
-    if arch not in ARCHS:
-        raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}.")
+    if arch not in RESNETS:
+        raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(RESNETS)}.")
     return frozen_resnet(arch, backbone, seed)
 
 

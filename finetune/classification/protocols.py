@@ -10,8 +10,6 @@ from typing import Any
 from core.errors import UserError
 from finetune.common import parse_protocol_json
 
-ARCHS = ("resnet18", "resnet50")
-
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # bool is an int subclass

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.architectures import RESNETS
 from finetune.common import positive_int, weights_path
-from pretrain.models import ARCHS
 
 
 def _add(subparsers: argparse._SubParsersAction, name: str, help: str, data_help: str, section: str,
@@ -19,7 +19,7 @@ def _add(subparsers: argparse._SubParsersAction, name: str, help: str, data_help
                         help="backbone.pth (torchvision ResNet, no fc) or 'none' (random init from --seed)")
     parser.add_argument("--embedding", type=Path, help="embedding.pth of the backbone's pretraining run: its dense "
                         "embedding is the feature where the protocol has embedding: true and the file holds a head")
-    parser.add_argument("--arch", choices=ARCHS, required=True)
+    parser.add_argument("--arch", choices=RESNETS, required=True)
     parser.add_argument("--protocol-json", required=True, help=f"JSON object of the finetune.{section} settings")
     parser.add_argument("--seed", type=int, required=True, help="random init (with --backbone none) and K-means")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")

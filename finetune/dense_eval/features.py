@@ -19,11 +19,10 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from core.architectures import IMAGENET_MEAN, IMAGENET_STD, RESNETS
 from core.errors import UserError
 from finetune.common import frozen_resnet, load_weights_only
 from pretrain.methods.hiergroup import Hypercolumn, hypercolumn_embedding
-from pretrain.models import ARCHS
-from pretrain.views import IMAGENET_MEAN, IMAGENET_STD
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 # The natural output stride of each stage of a torchvision ResNet.
@@ -98,8 +97,8 @@ def feature_extractor(arch: str, backbone: Path | None, seed: int, layer: str, s
                       embedding: Path | None = None) -> FrozenFeatures:
     """The frozen dense feature model of a protocol: the run's embedding when `embedding` (its embedding.pth) is
     given, else the trunk's `layer` at `stride`. Its `name` says which, for metrics.json."""
-    if arch not in ARCHS:
-        raise UserError(f"--arch {arch!r} is not supported; choose one of {list(ARCHS)}.")
+    if arch not in RESNETS:
+        raise UserError(f"--arch {arch!r} is not supported; choose one of {list(RESNETS)}.")
     net = frozen_resnet(arch, backbone, seed)
     if embedding is None:
         return DenseFeatures(net, layer, stride)
