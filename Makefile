@@ -7,7 +7,7 @@ CORES ?= $(shell nproc 2>/dev/null || echo 2)
 SNAKEMAKE := $(PY) -m snakemake --profile workflow/profiles/default --cores $(CORES)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo report test lint dryrun-paper plan install clean
+.PHONY: demo report test lint dryrun-paper plan gpu-check install clean
 
 $(VENV)/.installed: tools/install.sh requirements/lock.txt
 	bash tools/install.sh
@@ -52,6 +52,11 @@ dryrun-paper: $(VENV)/.installed
 # Estimated GPU-hours per table and in total (README: Paper-scale GPU-hour plan).
 plan: $(VENV)/.installed
 	$(PY) -m cluster gpu-plan --out-csv results/plan/gpu_hours.csv --out-md results/plan/gpu_hours.md
+
+# On a GPU machine: every method's steps at 224 px on ResNet-50 (images/s, peak memory, AMP), one float32 step
+# on the GPU against the CPU, DDP over NCCL with SyncBatchNorm (benchmarks/gpu_check.py; --short: CPU mode).
+gpu-check: $(VENV)/.installed
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf results/prepare results/pretrain results/imported results/finetune results/logs results/benchmarks \

@@ -79,9 +79,10 @@ def rank_indices(order: list[int], global_batch: int, world: World) -> list[int]
 
 
 def data_parallel(model: nn.Module, world: World, unused_parameters: bool) -> nn.Module:
-    """`model` as it trains in `world`: itself for one process; else its BatchNorms are converted in place to
-    `SyncBatchNorm` and it is wrapped in DDP (save `model` itself: its state-dict keys are unchanged)."""
-    if world.size == 1:
+    """`model` as it trains in `world`: itself outside a process group (one process); in a group (torchrun, or a
+    group of one as `benchmarks/gpu_check.py` makes) its BatchNorms are converted in place to `SyncBatchNorm` and it
+    is wrapped in DDP (save `model` itself: its state-dict keys are unchanged)."""
+    if not dist.is_initialized():
         return model
     convert_sync_batchnorm(model)
     return DistributedDataParallel(
