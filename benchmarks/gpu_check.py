@@ -40,7 +40,7 @@ from pretrain.distributed import World, data_parallel  # noqa: E402
 from pretrain.methods import METHODS, build_method  # noqa: E402
 from pretrain.optim import build_optimizer  # noqa: E402
 from pretrain.runs import METHOD_PREPARED, run_config  # noqa: E402
-from pretrain.train import training_images  # noqa: E402
+from pretrain.train import apply_loss, training_images  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "workflow" / "config"
 DENSECL_README_RATE = 136.9  # images/s per V100: 800 COCO epochs x 118,287 images in 1.0 day on 8 GPUs
@@ -79,10 +79,7 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     batch = {key: value.to(device) for key, value in batch.items()}
     with torch.autocast(device_type=device, enabled=amp):
         loss = model(**batch, iteration=iteration, total=1000)["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    apply_loss(optimizer, scaler, loss)
     return loss.item()
 
 

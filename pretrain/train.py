@@ -96,6 +96,14 @@ def _global_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(losses, means.tolist(), strict=True))
 
 
+def apply_loss(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
+    """Back-propagate `loss` (scaled under AMP) and step the optimizer: one update of the network."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir: str | Path, data_name: str,
           device: str = "cpu", threads: int = 1, prepared: str | Path | None = None) -> None:
     """Pretrain `method` on the images of `image_list` and export the backbone to `out_dir`; under torchrun,
@@ -151,10 +159,7 @@ def train(method: str, image_list: str, cfg: dict[str, Any], seed: int, out_dir:
                                     f"checkpoint: {last}. Lower pretrain.base_lr (now {cfg['base_lr']}) or check the "
                                     "input images, then rerun (a run under an unchanged config resumes from that "
                                     "checkpoint; a changed config starts over).")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["loss"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                apply_loss(optimizer, scaler, losses["loss"])
                 iteration += 1
                 if loss_log is not None:
                     loss_log.write(iteration, lr, values)

@@ -10,6 +10,7 @@ the later stages into stride 1, without dilation, as label-propagation code does
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def check_layer(layer: str, stride: int) -> None:
         raise UserError(f"protocol stride {stride!r} is not reachable at {layer}; choose one of {allowed}.")
 
 
-class FrozenFeatures(nn.Module):
+class FrozenFeatures(nn.Module, abc.ABC):
     """ImageNet normalisation of RGB images in [0, 1]; subclasses map the result to L2-normalised [B, C, h, w]."""
 
     def __init__(self) -> None:
@@ -46,8 +47,9 @@ class FrozenFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    @abc.abstractmethod
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The maps [B, C, h, w] of normalised images [B, 3, H, W]."""
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
