@@ -24,6 +24,7 @@ COMMANDS = {
     "bsds-predict": "prepare.bsds_predict",
     "bsds-eval": "prepare.bsds_eval",
     "tinyimagenet": "prepare.tinyimagenet",
+    "imagenet": "prepare.imagenet",
     "cityscapes": "prepare.cityscapes",
     "davis": "prepare.davis",
 }

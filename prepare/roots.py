@@ -32,6 +32,9 @@ EXPECTED_LAYOUT = {
     "openimages": "train/<ImageID>.jpg, train-annotations-bbox.csv, class-descriptions-boxable.csv",
     "bsds500": "data/images/{train,val,test}/*.jpg, data/groundTruth/{train,val,test}/*.mat",
     "tinyimagenet": "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt",
+    # ILSVRC2012_img_train.tar with each class tar extracted to its folder; val sorted into class folders
+    # (the usual valprep.sh, as torchvision's ImageFolder reads it).
+    "imagenet": "train/<wnid>/*.JPEG, val/<wnid>/*.JPEG (ILSVRC2012)",
     # STL-10 ships as binaries (stl10_binary/*.bin); the image sets read image files, e.g. as written
     # by the dataset's own stl10_input.py (save_images), one folder per split.
     "stl10": "train/, unlabeled/, test/ folders of STL-10 images (PNG), as named in pretrain.image_sets.stl10",
@@ -43,7 +46,7 @@ EXPECTED_LAYOUT = {
 # Any other named dataset (few-shot sets of LC-loss Table 7) is a folder of class folders.
 _CLASS_FOLDERS = "<class>/*.{jpg,png} class folders (torchvision ImageFolder)"
 # Datasets the prepare stage can build a small copy of.
-BUILDABLE = frozenset({"coco", "voc", "openimages", "bsds500", "tinyimagenet", "cityscapes", "davis"})
+BUILDABLE = frozenset({"coco", "voc", "openimages", "bsds500", "tinyimagenet", "imagenet", "cityscapes", "davis"})
 
 
 def check_dataset_root(name: str, root: str) -> None:

@@ -12,6 +12,7 @@ from shared_data import SHARED_DATASETS, needs_real_data
 from core.errors import UserError
 from core.io import read_json
 from prepare.image_list import build_image_list, evenly_spaced
+from prepare.imagenet import build_imagenet
 from prepare.tinyimagenet import build_tinyimagenet
 
 TINY = SHARED_DATASETS / "tiny_imagenet10" / "tiny-imagenet-200"
@@ -60,3 +61,23 @@ def test_procedural_tiny_imagenet_layout(tmp_path: Path) -> None:
 def test_image_list_names_a_glob_without_folders(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"image folder\(s\) not found: .*train/\*/images"):
         build_image_list(tmp_path, ["train/*/images"], [], tmp_path / "x.txt")
+
+
+def test_imagenet_layout_from_tiny_imagenet(tmp_path: Path) -> None:
+    """ILSVRC2012's folders (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) holding the Tiny-ImageNet root's images."""
+    tiny = tmp_path / "tiny"
+    build_tinyimagenet(tmp_path / "absent", tiny, seed=3, train_count=6, val_count=3)
+    manifest = build_imagenet(tiny, tmp_path / "imagenet")
+    train = sorted((tmp_path / "imagenet").glob("train/*/*.JPEG"))
+    assert [(p.parent.name, p.name) for p in train] == [
+        (p.parents[1].name, p.name) for p in sorted(tiny.glob("train/*/images/*.JPEG"))]
+    assert all(p.name.startswith(p.parent.name + "_") for p in train)  # ImageNet's <wnid>_<n>.JPEG
+    rows = [row.split("\t") for row in (tiny / "val" / "val_annotations.txt").read_text().splitlines()]
+    assert {(p.parent.name, p.name) for p in (tmp_path / "imagenet").glob("val/*/*.JPEG")} == {
+        (row[1], row[0]) for row in rows}
+    assert manifest["splits"]["train"]["images"] == 6 and manifest["splits"]["val"]["images"] == 3
+    # The image set's folders, as both configs name them.
+    listed = build_image_list(tmp_path / "imagenet", ["train/*"], [], tmp_path / "images.txt")
+    assert len(listed) == 6
+    with pytest.raises(UserError, match=r"is not a Tiny-ImageNet root .* `python -m prepare tinyimagenet`"):
+        build_imagenet(tmp_path / "absent", tmp_path / "imagenet2")

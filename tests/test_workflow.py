@@ -45,9 +45,14 @@ def test_smoke_dry_run_of_everything_from_an_empty_directory() -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # Probes: coupling on 6 rows + D3SSL's no_dp ablation, O-KNN on 5, correspondence on 6 (+ its 6 pair
-    # figures); tables 1, 4-12.
-    assert counts["analysis_probe"] == "18" and counts["pair_figure"] == "6" and counts["paper_table"] == "10"
+    # Probes: coupling on 6 rows + D3SSL's no_dp ablation, O-KNN on 5, correspondence on 6 and the ImageNet-layout
+    # LC-loss experiment (+ its 7 pair figures); tables 1, 4-12.
+    assert counts["analysis_probe"] == "19" and counts["pair_figure"] == "7" and counts["paper_table"] == "10"
+    # One tiny experiment per image set beside the table rows' (pretrain.experiments): LC-loss on the ImageNet
+    # layout built from Tiny-ImageNet (+ its image list), HoughCL on Tiny-ImageNet scored by VOC detection: 2 runs
+    # beside the 10 table rows, 12 sweep members and 3 ablation variants, 1 detection job beside 23.
+    assert counts["prepare_imagenet"] == "1" and counts["prepare_image_list"] == "5"
+    assert counts["pretrain_run"] == str(10 + 12 + 3 + 2) and counts["detection_transfer"] == str(23 + 1)
     assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == counts["stage_figure"] == "1"
     assert counts["pca_rgb_figure"] == "2" and counts["table_html"] == "15"
 
@@ -103,10 +108,10 @@ def test_ablation_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_unknown_image_set_names_the_fix(tmp_path: Path) -> None:
-    result = snakemake("-n", "--configfile", configfile(tmp_path, {"pretrain": {"data": "imagenet"}}), "--",
+    result = snakemake("-n", "--configfile", configfile(tmp_path, {"pretrain": {"data": "imagenet21k"}}), "--",
                        "results/table1.csv")
     assert result.returncode != 0
-    assert "pretrain.data: unknown image set 'imagenet'; define it under pretrain.image_sets" in result.stdout + \
+    assert "pretrain.data: unknown image set 'imagenet21k'; define it under pretrain.image_sets" in result.stdout + \
         result.stderr
 
 
@@ -163,22 +168,36 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # Table 3 scores the 320 sweep models (rows: sweep) with R18-C4 VOC detection and STL-10 linear evaluation.
     # Table 12: 7 D3SSL + 2 SoCo ablation runs (200 ep) on VOC C4, 4 LC-loss alphas on VOC FPN, and hierarchical
     # grouping's cns = 0 on frozen ASPP and DAVIS (its cns = 5 is the table run), 2 seeds each.
-    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2 + (9 + 4) * 2)
-    assert counts["segmentation_transfer"] == str(5 * 22 + 2)
+    # The papers' experiments (pretrain.experiments), per run the detection / segmentation protocols of the tables
+    # it is printed in: HoughCL's Tiny-ImageNet rows 3 x 2 (VOC C4, COCO FPN); its ImageNet MoCo v2 shared with
+    # LC-loss's (+ RetinaNet: 3 / 2), DenseCL likewise (LC-loss's 8 detection + VOC C4: 9 / 4), HoughCL 2 / 0;
+    # LC-loss's own, BYOL 300 ep and PixPro 8 / 4 each, SoCo 400 ep 2 / 0; Table 5: BYOL 1000 ep and LC-loss
+    # 100 and 200 ep 2 / 2 each, the 160 px run (the alpha = 0.1 ablation run) + COCO FPN 1 / 2; Table 6's BYOL
+    # 200 ep 2 / 1; D3SSL's 800-epoch COCO BYOL and PixPro 2 / 0 each.
+    experiment_detection = 6 + 3 + 9 + 2 + 3 * 8 + 2 + 3 * 2 + 1 + 2 + 2 * 2
+    experiment_segmentation = 2 + 4 + 3 * 4 + 3 * 2 + 2 + 1
+    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2 + (9 + 4) * 2 + experiment_detection * 2) == "1004"
+    assert counts["segmentation_transfer"] == str(5 * 22 + 2 + experiment_segmentation * 2) == "166"
     transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
                                r".*?resources: ([^\n]*)", out, re.S))
-    assert len(transfer) == 886 and all("gpu=8" in r for r in transfer.values())
+    assert len(transfer) == 1004 and all("gpu=8" in r for r in transfer.values())
     assert "voc_detection/d3ssl_no_dp_aug_prc_rbj-coco-resnet50-200ep-s0/s1" in transfer
-    assert "voc_detection_fpn/lcloss_alpha_0.05-coco-resnet50-200ep-s0/s0" in transfer
+    assert "voc_detection_fpn/lcloss_alpha_0.05-imagenet-resnet50-200ep-s0/s0" in transfer
+    assert "coco_instance_fpn/lcloss_alpha_0.1-imagenet-resnet50-200ep-s0/s1" in transfer  # LC-loss Table 5 too
+    assert "voc_detection/houghcl-tinyimagenet-resnet50-200ep-s0/s0" in transfer
+    assert "coco_retinanet/mocov2-imagenet-resnet50-200ep-s0/s1" in transfer
     assert "au_voc_detection/index_contrast_dense_t0.05-coco-resnet18-200ep-s0/s1" in transfer
     assert "runtime=1440" in transfer["coco_retinanet/densecl-coco-resnet50-800ep-s0/s1"]
     assert "runtime=720" in transfer["voc_detection_fpn_frozen/random-resnet50/s0"]
-    # Frozen features, 11 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search.
-    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22 + 320 * 2 + 2)
+    # Frozen features, 11 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search; few-shot
+    # for LC-loss Table 7's ImageNet SoCo, DenseCL, PixPro and LC-loss, and its BYOL (all LC-loss tables).
+    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22 + 320 * 2 + 2 + 5 * 7 * 2)
     # Probes (coupling, O-KNN, correspondence) once per row, on CPU threads; O-KNN with its own runtime.
     probes = dict(re.findall(r"rule analysis_probe:\n.*?output: results/analysis/([a-z_]+/[^/]+)/metrics"
                              r".*?resources: ([^\n]*)", out, re.S))
-    assert counts["analysis_probe"] == "42" and len(probes) == 42 and not any("gpu" in r for r in probes.values())
+    # + correspondence (LC-loss Sec. 4.6) of its ImageNet LC-loss, BYOL, PixPro and DenseCL.
+    assert counts["analysis_probe"] == "46" and len(probes) == 46 and not any("gpu" in r for r in probes.values())
+    assert "correspondence/byol-imagenet-resnet50-300ep-s0" in probes
     assert "coupling/soco_d3ssl_aug-coco-resnet50-200ep-s0" in probes  # + 9 D3SSL / SoCo ablation runs
     assert "runtime=1440" in probes["object_knn/random-resnet50"]
     assert "runtime=240" in probes["coupling/random-resnet50"]
@@ -187,10 +206,14 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     shells = re.findall(r"python -m finetune detection --name (coco_mini5_instance_fpn) .*?--train-json (\S+)", out)
     assert shells and all(path.endswith("instances_train2017_5pct.json") for _, path in shells)
     # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2)
-    # + 14 ablation runs (table 12).
-    assert counts["pretrain_run"] == str(10 + 320 + 14) and counts["alignment_uniformity"] == "320"
-    # 64 shards each of proposals and region trees, one edge model, two mini-COCO subsets.
-    assert counts["proposals_shard"] == counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
+    # + 14 ablation runs (table 12) + 16 experiment runs: HoughCL's 3 Tiny-ImageNet and 3 ImageNet runs (the MoCo v2
+    # and DenseCL ones shared with LC-loss), LC-loss's own 400/200/100 ep, BYOL 300/1000/200 ep, PixPro and SoCo
+    # (its 200 ep 160 px run is the alpha = 0.1 ablation run), D3SSL's 800-epoch COCO BYOL and PixPro.
+    assert counts["pretrain_run"] == str(10 + 320 + 14 + 16) and counts["alignment_uniformity"] == "320"
+    # 64 shards of proposals for COCO and for ImageNet (SoCo's 400-epoch ImageNet run), 64 of region trees,
+    # one edge model, two mini-COCO subsets.
+    assert counts["proposals_shard"] == "128" and counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
+    assert "results/prepare/proposals/imagenet/index.json" in out
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
     pretrain_jobs = [block for block in out.split("\n\n") if "rule pretrain_run:" in block]
     assert pretrain_jobs and all("gpu=8" in block and "runtime=4320" in block for block in pretrain_jobs)
@@ -201,22 +224,28 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     def commands(pattern: str) -> int:
         return len(re.findall(rf"^Shell command: {pattern}", out, re.M))
 
-    assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 344
-    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 112
-    assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 886
+    assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 360
+    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 166
+    assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 1004
     assert all("cpus_per_task=64" in block for block in pretrain_jobs)
     shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
-    assert len(shard_resources) == 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
+    assert len(shard_resources) == 128 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
     edge_resources = re.search(r"rule edge_model:.*?resources: ([^\n]*)", out, re.S).group(1)
     assert "runtime=480" in edge_resources and "mem_mb=16000" in edge_resources
     jobs = re.findall(r"^rule pretrain_run:\n(.*?)(?=^\[|\Z)", out, re.S | re.M)
-    inputs = {re.search(r"run=([^-\s]+)", job).group(1): re.search(r"input: ([^\n]*)", job).group(1) for job in jobs}
-    # Who reads which prepare-stage store: table rows and their ablation runs (sweep members: index_contrast_*).
-    proposal_readers = {name for name, used in inputs.items() if "prepare/proposals/coco/index.json" in used}
+    inputs = {re.search(r"run=(\S+)", job).group(1): re.search(r"input: ([^\n]*)", job).group(1) for job in jobs}
+
+    def readers(store: str) -> set[str]:
+        return {run.split("-")[0] for run, used in inputs.items() if f"prepare/{store}/index.json" in used}
+
+    # Who reads which prepare-stage store: table rows and their ablation runs (sweep members: index_contrast_*),
+    # and SoCo's ImageNet experiment its own image set's proposals.
+    assert readers("proposals/imagenet") == {"soco"}
+    proposal_readers = readers("proposals/coco")
     assert proposal_readers == {"soco", "d3ssl", "soco_baseline", "soco_d3ssl_aug", "d3ssl_full", "d3ssl_no_dp",
                                 *(f"d3ssl_no_dp_aug_{a}" for a in ("none", "box_cutout", "box_jitter_prc", "prc",
                                                                    "prc_rbj"))}
-    region_tree_readers = {name for name, used in inputs.items() if "prepare/region_trees/coco/index.json" in used}
+    region_tree_readers = readers("region_trees/coco")
     assert region_tree_readers == {"hiergroup", "hiergroup_cns_0"}
     for run in ("densecl-coco-resnet50-800ep-s0", "lcloss-coco-resnet50-400ep-s0", "pixpro-coco-resnet50-400ep-s0",
                 "soco-coco-resnet50-800ep-s0", "d3ssl-coco-resnet50-800ep-s0", "hiergroup-coco-resnet50-80ep-s0",

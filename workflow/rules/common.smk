@@ -16,7 +16,8 @@ from core.errors import UserError
 
 from prepare.roots import (BUILDABLE, check_dataset_root, check_image_set_root, check_protocol_root,
                            protocol_dataset)
-from pretrain.runs import METHOD_EMBEDDING, METHOD_PREPARED, deep_merge, run_config, unknown_keys
+from plan.runs import build_plan
+from pretrain.runs import METHOD_EMBEDDING, METHOD_PREPARED
 
 WORKFLOW_DIR = Path(workflow.basedir) / "workflow"
 RESULTS = "results"
@@ -68,6 +69,8 @@ def dataset_root(name):
 AU_SWEEP = PRE["sweeps"].get("alignment_uniformity")
 _used_sets = {PRE["data"]: "pretrain.data"}
 _used_sets.update({name: "pretrain.sweeps.alignment_uniformity.datasets" for name in (AU_SWEEP or {}).get("datasets", {})})
+_used_sets.update({spec["data"]: f"pretrain.experiments.{key}.data" for key, spec in PRE.get("experiments", {}).items()})
+_used_sets.update({spec["data"]: f"pretrain.ablations.{m}.data" for m, spec in PRE["ablations"].items() if "data" in spec})
 
 
 def protocol_data(protocol):
@@ -118,113 +121,33 @@ def dataset_manifest(name):
     return [f"{ds['root']}/manifest.json"] if ds["build"] else []
 
 
-def pretrain_run_id(name, data, cfg):
-    """<name>-<data>-<arch>-<schedule>-s<seed>: a pretraining run (README "Architecture"); <name> is the
-    method, or the method with a sweep member's settings; arch and schedule are the run's own."""
-    return f"{name}-{data}-{cfg['arch']}-{cfg['schedule']}-s{PRE['seed']}"
-
-
-def _table_run(method):
-    cfg = run_config(PRE, method)
-    return pretrain_run_id(method, PRE["data"], cfg), {"method": method, "data": PRE["data"], "cfg": cfg}
-
-
-def _number(x):
-    return f"{x:g}"
-
-
-def sweep_members(sweep):
-    """The alignment/uniformity grid (dense_alignment_uniformity.md Sec. 4.1): per image set and scheme,
-    one model per InfoNCE temperature and one per (w_a, w_u) pair."""
-    members = {}
-    for data, grid in sweep["datasets"].items():
-        for scheme in sweep["schemes"]:
-            settings = [(f"t{_number(t)}", {"loss": "infonce", "temperature": t}) for t in grid["temperatures"]]
-            settings += [(f"a{_number(wa)}u{_number(wu)}", {"loss": "align_uniform", "align_weight": wa,
-                                                           "uniform_weight": wu}) for wa, wu in grid["weights"]]
-            for tag, objective in settings:
-                member = {"scheme": scheme, **objective}
-                cfg = run_config(PRE, sweep["method"], deep_merge(grid["overrides"], {sweep["method"]: member}))
-                run = pretrain_run_id(f"{sweep['method']}_{scheme}_{tag}", data, cfg)
-                members[run] = {"method": sweep["method"], "data": data, "member": member, "cfg": cfg}
-    return members
-
-
-def ablation_plan(ablations):
-    """Table 12's rows: per method, one per variant of its settings (pretrain.ablations), keyed
-    `<method>/<variant>` like the papers' reference rows. A variant whose settings equal the method's
-    own table run reuses it; every other variant is a pretraining run `<method>_<variant>-...`.
-    Returns ({key: (method, run)}, {run: spec} of the new runs)."""
-    rows, runs = {}, {}
-    for method, group in ablations.items():
-        if method not in PRE["methods"]:
-            raise WorkflowError(f"pretrain.ablations.{method}: '{method}' is not in pretrain.methods; its variants are "
-                                "compared with its table run, so add it there.")
-        own, own_spec = _table_run(method)
-        for variant, settings in group["variants"].items():
-            unknown = unknown_keys(settings, own_spec["cfg"])
-            if unknown:
-                raise WorkflowError(f"pretrain.ablations.{method}.variants.{variant}: unknown key(s) {', '.join(unknown)}; "
-                                    f"a variant changes keys of {method}'s run config (pretrain and its sections).")
-            cfg = run_config(PRE, method, deep_merge(group["overrides"], settings))
-            if cfg == own_spec["cfg"]:
-                rows[f"{method}/{variant}"] = (method, own)
-                continue
-            run = pretrain_run_id(f"{method}_{variant}", PRE["data"], cfg)
-            runs[run] = {"method": method, "data": PRE["data"], "cfg": cfg}
-            rows[f"{method}/{variant}"] = (method, run)
-    return rows, runs
-
-
-def ablation_runs_of(source):
-    """The runs of table 12 that `source` (a protocol or probe) scores: its methods' `evaluate`."""
-    return [run for method, run in ABLATION_ROWS.values() if source in PRE["ablations"][method]["evaluate"]]
-
-
-# Table rows in config order: random init first, then one per pretraining method on pretrain.data,
-# then each imported published checkpoint. Each protocol finetunes its rows once per seed in `seeds`
-# (the papers' independent trials).
+# Every run the config trains and scores (plan/runs.py): table rows in config order (random init, one per
+# pretraining method on pretrain.data, each imported published checkpoint), the alignment/uniformity
+# sweep, table 12's ablation variants and the papers' experiments. Each protocol finetunes its runs once
+# per seed in `seeds` (the papers' independent trials).
+try:
+    PLAN = build_plan(config)
+except UserError as err:
+    raise WorkflowError(str(err)) from None
 FT = config["finetune"]
-RANDOM_RUN = f"random-{ARCH}"
-TABLE_RUNS = dict(_table_run(m) for m in PRE["methods"])
-IMPORTED_RUNS = {f"imported-{label}": {"label": label, **spec} for label, spec in FT["imported"].items()}
-SWEEP_RUNS = sweep_members(AU_SWEEP) if AU_SWEEP else {}
-ABLATION_ROWS, ABLATION_RUNS = ablation_plan(PRE["ablations"])
-PRETRAIN_RUNS = {**TABLE_RUNS, **SWEEP_RUNS, **ABLATION_RUNS}
-TABLE_ROWS = ([("random init", RANDOM_RUN)] + [(spec["method"], run) for run, spec in TABLE_RUNS.items()]
-              + [(spec["label"], run) for run, spec in IMPORTED_RUNS.items()])
-FINETUNE_RUNS = [run for _, run in TABLE_ROWS]
-# Row labels a protocol's `rows` may name.
-ROW_LABELS = {"random": RANDOM_RUN, **{label: run for label, run in TABLE_ROWS[1:]}}
+RANDOM_RUN = PLAN.random_run
+TABLE_RUNS = PLAN.table_runs
+IMPORTED_RUNS = PLAN.imported_runs
+SWEEP_RUNS = PLAN.sweep_runs
+ABLATION_ROWS = PLAN.ablation_rows
+EXPERIMENT_RUN_OF = PLAN.experiment_run_of
+PRETRAIN_RUNS = PLAN.pretrain_runs
+TABLE_ROWS = PLAN.table_rows
 PROTOCOLS = FT["protocols"]
 # Keys the DAG reads; every other key of a protocol is its launcher's --protocol-json.
 DAG_KEYS = ("task", "rows", "threads", "train_subset", "data", "layout")
 
 
 def runs_of(rows, where):
-    """The runs named by a `rows` entry: `all` (the table rows), `sweep` (the alignment/uniformity
-    sweep's models) or a list of row labels; `where` is the config key, for the error."""
-    if rows == "all":
-        return FINETUNE_RUNS
-    if rows == "sweep":
-        return list(SWEEP_RUNS)
-    unknown = [label for label in rows if label not in ROW_LABELS]
-    if unknown:
-        raise WorkflowError(f"{where}.rows: unknown rows {unknown}; use `all`, `sweep` or labels among "
-                            f"{', '.join(ROW_LABELS)}.")
-    return [ROW_LABELS[label] for label in rows]
-
-
-def source_rows(source):
-    """The table rows a protocol or probe is configured for (its `rows`), without ablation runs."""
-    spec, where = (PROTOCOLS[source], "finetune.protocols") if source in PROTOCOLS else (PROBES[source], "analysis.probes")
-    return runs_of(spec["rows"], f"{where}.{source}")
-
-
-def protocol_runs(protocol):
-    """The runs finetuned with `protocol`: its table rows, then the ablation runs it scores."""
-    rows = runs_of(PROTOCOLS[protocol]["rows"], f"finetune.protocols.{protocol}")
-    return list(dict.fromkeys(rows + ablation_runs_of(protocol)))
+    try:
+        return PLAN.runs_of(rows, where)
+    except UserError as err:
+        raise WorkflowError(str(err)) from None
 
 
 def protocols_of(task):
@@ -240,19 +163,13 @@ def protocol_json(protocol):
     return json.dumps({k: v for k, v in PROTOCOLS[protocol].items() if k not in DAG_KEYS})
 
 
-TRANSFER_JOBS = [(p, run) for p in PROTOCOLS for run in protocol_runs(p)]
+TRANSFER_JOBS = [(p, run) for p in PROTOCOLS for run in PLAN.scored_runs(p)]
 
 # Analysis probes (analysis.probes.<name>): one measurement of a frozen backbone per run, written to
 # results/analysis/<probe>/<run>/metrics.json; the same DAG keys as a protocol (task, rows, threads, data).
 PROBES = config["analysis"]["probes"]
 PCA_RGB = config["analysis"].get("pca_rgb")
-for _method, _group in PRE["ablations"].items():
-    for _source in _group["evaluate"]:
-        if _source not in PROTOCOLS and _source not in PROBES:
-            raise WorkflowError(f"pretrain.ablations.{_method}.evaluate: '{_source}' is neither a protocol "
-                                f"(finetune.protocols) nor a probe (analysis.probes) of this config.")
-PROBE_JOBS = [(probe, run) for probe in PROBES for run in dict.fromkeys(
-    runs_of(PROBES[probe]["rows"], f"analysis.probes.{probe}") + ablation_runs_of(probe))]
+PROBE_JOBS = [(probe, run) for probe in PROBES for run in PLAN.scored_runs(probe)]
 
 
 def probe_metrics(probe, run):
@@ -391,6 +308,14 @@ SHARDS = [f"shard-{i:05d}-of-{PREP['shards']:05d}" for i in range(PREP["shards"]
 SHARDED = ("proposals", "region_trees")
 
 
+def prepared_stores():
+    """(store, image set) of every sharded store built: both of pretrain.data (table 13 scores them), and
+    each one a pretraining run reads (an experiment's region-level method on its own image set)."""
+    read = {(METHOD_PREPARED[spec["method"]], spec["data"]) for spec in PRETRAIN_RUNS.values()
+            if spec["method"] in METHOD_PREPARED}
+    return sorted({(kind, PRE["data"]) for kind in SHARDED} | read)
+
+
 def shard_files(kind, data):
     return [f"{RESULTS}/prepare/{kind}/{data}/{shard}.npz" for shard in SHARDS]
 
@@ -452,7 +377,7 @@ def prepare_targets():
         *dataset_manifest("voc"),
         *dataset_manifest("bsds500"),
         pretrain_image_list(data),
-        *[f"{RESULTS}/prepare/{kind}/{data}/index.json" for kind in SHARDED],
+        *[f"{RESULTS}/prepare/{kind}/{store_data}/index.json" for kind, store_data in prepared_stores()],
         *openimages_mini_files(),
         *coco_subset_files(),
         *bsds_eval_files(),
@@ -521,8 +446,8 @@ def benchmark_files():
     built = _used_datasets
     prepare = [f"{RESULTS}/benchmarks/prepare_{name}.tsv" for name in built if config["datasets"][name]["build"]]
     prepare += [f"{RESULTS}/benchmarks/prepare_image_list/{split}-{data}.tsv" for split, data in image_lists_used()]
-    prepare += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-{shard}.tsv" for kind in SHARDED for shard in SHARDS]
-    prepare += [f"{RESULTS}/benchmarks/{kind}/{PRE['data']}-index.tsv" for kind in SHARDED]
+    prepare += [f"{RESULTS}/benchmarks/{kind}/{data}-{part}.tsv" for kind, data in prepared_stores()
+                for part in (*SHARDS, "index")]
     if not PREP["edge_model"]["model"]:
         prepare.append(f"{RESULTS}/benchmarks/edge_model.tsv")
     prepare += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("bsds_predict", "bsds_eval_edges", "bsds_eval_ucm",
@@ -594,7 +519,7 @@ def run_meta(run):
 
 def transfer_spec():
     """Every (protocol, row) with its per-seed metrics files; passed to `python -m analysis transfer-table`."""
-    labels = {run: label for label, run in TABLE_ROWS}
+    labels = {run: key for key, run in EXPERIMENT_RUN_OF.items()} | {run: label for label, run in TABLE_ROWS}
     return [{"protocol": p, "task": PROTOCOLS[p]["task"], "label": labels.get(run, run), "run": run,
              "metrics": [finetune_metrics(p, run, s) for s in SEEDS]} for p, run in TRANSFER_JOBS]
 
@@ -611,7 +536,8 @@ def paper_table_spec(number):
         keyed = [(key, run, PRE["ablations"][method]["evaluate"]) for key, (method, run) in ABLATION_ROWS.items()]
     else:
         configured = [s for s in sources_of(number) if s in PROTOCOLS or s in PROBES]
-        keyed = [(ROW_KEYS[run], run, [s for s in configured if run in source_rows(s)]) for _, run in TABLE_ROWS]
+        keyed = [(ROW_KEYS[run], run, [s for s in configured if run in PLAN.source_rows(s)])
+                 for _, run in TABLE_ROWS]
     rows = []
     for key, run, evaluated in keyed:
         sources = {source: ([finetune_metrics(source, run, s) for s in SEEDS] if source in PROTOCOLS

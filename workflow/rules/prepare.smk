@@ -102,6 +102,28 @@ rule prepare_tinyimagenet:
         " --procedural-train {params.proc[train_images]} --procedural-val {params.proc[val_images]} > {log:q} 2>&1"
 
 
+# The ImageNet layout of the Tiny-ImageNet root: smoke scale's ImageNet-pretrained experiments.
+if config["datasets"].get("imagenet", {}).get("build"):
+
+    rule prepare_imagenet:
+        conda:
+            "../../envs/pretrain.yml"
+        input:
+            f"{config['datasets']['tinyimagenet']['root']}/manifest.json",
+        output:
+            f"{config['datasets']['imagenet']['root']}/manifest.json",
+        params:
+            tinyimagenet=lambda wc, input: os.path.dirname(input[0]),
+            out=lambda wc, output: os.path.dirname(output[0]),
+        log:
+            f"{RESULTS}/logs/prepare_imagenet.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/prepare_imagenet.tsv"
+        shell:
+            "python -m prepare imagenet --tinyimagenet-root {params.tinyimagenet:q} --out {params.out:q}"
+            " > {log:q} 2>&1"
+
+
 rule prepare_davis:
     conda:
         "../../envs/pretrain.yml"

@@ -1,0 +1,1 @@
+"""Planning without Snakemake: config in, what the DAG runs out (experiments, their runs)."""
