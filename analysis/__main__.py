@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from analysis import (
+    paper_coverage,
     paper_tables,
     report_check,
     report_html,
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     table2.register(commands)
     table3.register(commands)
     paper_tables.register(commands)
+    paper_coverage.register(commands)
     report_html.register(commands)
     report_check.register(commands)
     table13.register(commands)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
+
+from core.errors import UserError
+
+WORKFLOW_DIR = Path(__file__).resolve().parents[1] / "workflow"
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -55,3 +59,22 @@ def typed_config_values(overrides: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return {key: typed(value) for key, value in overrides.items() if isinstance(value, Mapping | list)}
+
+
+def load_config(scale: str, configfiles: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """The config Snakemake would run with `--config scale=<scale> --configfile <files>`: the scale file, each
+    configfile merged in (nested keys one by one, as Snakemake merges them), validated. For tools that plan
+    without Snakemake (`python -m analysis paper-coverage`)."""
+    base = WORKFLOW_DIR / "config" / f"{scale}.yaml"
+    if not base.is_file():
+        raise UserError(f"unknown scale '{scale}': use smoke or paper (workflow/config/<scale>.yaml).")
+    config = yaml.safe_load(base.read_text())
+    for path in configfiles:
+        if not Path(path).is_file():
+            raise UserError(f"configfile {path} not found; pass an existing YAML file.")
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    try:
+        validate_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
+    except WorkflowError as err:
+        raise UserError(str(err)) from None
+    return config

@@ -173,11 +173,11 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # LC-loss's (+ RetinaNet: 3 / 2), DenseCL likewise (LC-loss's 8 detection + VOC C4: 9 / 4), HoughCL 2 / 0;
     # LC-loss's own, BYOL 300 ep and PixPro 8 / 4 each, SoCo 400 ep 2 / 0; Table 5: BYOL 1000 ep and LC-loss
     # 100 and 200 ep 2 / 2 each, the 160 px run (the alpha = 0.1 ablation run) + COCO FPN 1 / 2; Table 6's BYOL
-    # 200 ep 2 / 1; D3SSL's 800-epoch COCO BYOL and PixPro 2 / 0 each.
+    # 200 ep 2 / 2; D3SSL's 800-epoch COCO BYOL and PixPro 2 / 0 each.
     experiment_detection = 6 + 3 + 9 + 2 + 3 * 8 + 2 + 3 * 2 + 1 + 2 + 2 * 2
-    experiment_segmentation = 2 + 4 + 3 * 4 + 3 * 2 + 2 + 1
+    experiment_segmentation = 2 + 4 + 3 * 4 + 3 * 2 + 2 + 2
     assert counts["detection_transfer"] == str(10 * 22 + 320 * 2 + (9 + 4) * 2 + experiment_detection * 2) == "1004"
-    assert counts["segmentation_transfer"] == str(5 * 22 + 2 + experiment_segmentation * 2) == "166"
+    assert counts["segmentation_transfer"] == str(5 * 22 + 2 + experiment_segmentation * 2) == "168"
     transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
                                r".*?resources: ([^\n]*)", out, re.S))
     assert len(transfer) == 1004 and all("gpu=8" in r for r in transfer.values())
@@ -225,7 +225,7 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
         return len(re.findall(rf"^Shell command: {pattern}", out, re.M))
 
     assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 360
-    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 166
+    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 168
     assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 1004
     assert all("cpus_per_task=64" in block for block in pretrain_jobs)
     shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
