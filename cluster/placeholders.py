@@ -36,7 +36,7 @@ def placeholder_layouts(config: dict[str, Any]) -> dict[str, list[str]]:
         layouts.setdefault(protocol_dataset(spec), []).extend(protocol_layout(spec))
     for spec in config["pretrain"]["image_sets"].values():
         # One folder per pattern, its wildcards named "placeholder".
-        folders = [pattern.replace("*", "placeholder") + "/" for pattern in spec["train"] + spec["heldout"]]
+        folders = [pattern.replace("*", "placeholder") + "/" for pattern in spec["train"] + spec.get("heldout", [])]
         layouts.setdefault(spec["dataset"], []).extend(folders)
     return {name: sorted(set(paths)) for name, paths in layouts.items()}
 

@@ -33,6 +33,9 @@ def sweep_members(pretrain: Mapping[str, Any]) -> dict[str, RunSpec]:
     sweep = pretrain["sweeps"].get("alignment_uniformity")
     members: dict[str, RunSpec] = {}
     for data, grid in (sweep["datasets"] if sweep else {}).items():
+        if "heldout" not in pretrain["image_sets"].get(data, {"heldout": None}):
+            raise UserError(f"pretrain.sweeps.alignment_uniformity.datasets.{data}: the sweep measures L_a and L_u on "
+                            f"its image set's held-out split; add pretrain.image_sets.{data}.heldout.")
         for scheme in sweep["schemes"]:
             settings = [(f"t{_number(t)}", {"loss": "infonce", "temperature": t}) for t in grid["temperatures"]]
             settings += [(f"a{_number(wa)}u{_number(wu)}", {"loss": "align_uniform", "align_weight": wa,

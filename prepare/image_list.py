@@ -3,8 +3,10 @@
 Built from ROOT/<subdir> folders (required; a subdir may be a glob such as `train/*/images`, the
 Tiny-ImageNet layout) plus optional extra folders (skipped when absent, e.g.
 coco_mini/val2017_unannotated on a clone without the shared data). Folders are read flat, not
-recursively, as in the COCO layout. `--max-images N` keeps N evenly spaced images of the sorted
-list (every class of a class-per-folder layout stays represented).
+recursively, as in the COCO layout. `--only-ids FILE` keeps the images whose name without suffix is
+listed there (a selection the prepare stage made, e.g. OpenImage-MINI's image ids); `--max-images N`
+keeps N evenly spaced images of the sorted list (every class of a class-per-folder layout stays
+represented).
 """
 
 from __future__ import annotations
@@ -36,14 +38,24 @@ def evenly_spaced(items: list[str], count: int) -> list[str]:
 
 
 def build_image_list(root: Path, subdirs: list[str], extra_dirs: list[Path], out: Path,
-                     max_images: int | None = None) -> list[str]:
-    """Write the sorted image paths of ROOT/<subdir> and the existing extra folders to `out`; return them."""
+                     max_images: int | None = None, only_ids: Path | None = None) -> list[str]:
+    """Write the sorted image paths of ROOT/<subdir> and the existing extra folders (only those named in
+    `only_ids`, when given) to `out`; return them."""
     folders = [folder for subdir in subdirs for folder in _folders(root, subdir) if folder.is_dir()]
     missing = [str(root / subdir) for subdir in subdirs if not any(f.is_dir() for f in _folders(root, subdir))]
     if missing:
         raise UserError(f"image folder(s) not found: {', '.join(missing)}. Build the dataset first or fix --root.")
     folders += [folder for folder in extra_dirs if folder.is_dir()]
     paths = sorted({path for folder in folders for path in _images_in(folder)})
+    if only_ids is not None:
+        wanted = set(only_ids.read_text().split())
+        paths = [path for path in paths if Path(path).stem in wanted]
+        found = {Path(path).stem for path in paths}
+        if found != wanted:
+            missing = sorted(wanted - found)
+            raise UserError(f"{len(missing)} of the {len(wanted)} images of {only_ids} are not in "
+                            f"{', '.join(map(str, folders))} (e.g. {missing[0]}); point --root at the dataset the "
+                            "selection was made from.")
     if max_images:
         paths = evenly_spaced(paths, max_images)
     if not paths:
@@ -66,7 +78,7 @@ def read_image_list(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> None:
-    paths = build_image_list(args.root, args.subdirs, args.extra_dir, args.out, args.max_images)
+    paths = build_image_list(args.root, args.subdirs, args.extra_dir, args.out, args.max_images, args.only_ids)
     print(f"{len(paths)} images listed in {args.out}")
 
 
@@ -77,5 +89,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--extra-dir", type=Path, action="append", default=[],
                         help="another image folder, used only if it exists (repeatable)")
     parser.add_argument("--max-images", type=int, help="keep this many evenly spaced images")
+    parser.add_argument("--only-ids", type=Path, help="keep only the images whose stem this file lists (one a line)")
     parser.add_argument("--out", type=Path, required=True, help="list file to write")
     parser.set_defaults(func=_run)

@@ -117,7 +117,7 @@ def check_protocol_root(protocol: str, spec: Mapping[str, Any], dataset: str, ro
 def check_image_set_root(name: str, spec: Mapping[str, Sequence[str]], root: str) -> None:
     """Raise a UserError when a train or held-out folder pattern of image set `name` matches no folder."""
     for key in ("train", "heldout"):
-        for pattern in spec[key]:
+        for pattern in spec.get(key, []):
             if not any(path.is_dir() for path in Path(root).glob(pattern)):
                 raise UserError(
                     f"pretrain.image_sets.{name}.{key}: '{pattern}' matches no folder under "

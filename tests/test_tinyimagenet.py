@@ -81,3 +81,19 @@ def test_imagenet_layout_from_tiny_imagenet(tmp_path: Path) -> None:
     assert len(listed) == 6
     with pytest.raises(UserError, match=r"is not a Tiny-ImageNet root .* `python -m prepare tinyimagenet`"):
         build_imagenet(tmp_path / "absent", tmp_path / "imagenet2")
+
+
+def test_image_list_keeps_a_selection_by_image_id(tmp_path: Path) -> None:
+    """An image set's `select`: only the images whose ids the prepare stage listed (OpenImage-MINI)."""
+    train = tmp_path / "openimages" / "train"
+    train.mkdir(parents=True)
+    for image_id in ("0a1", "0b2", "0c3"):
+        Image.new("RGB", (8, 8)).save(train / f"{image_id}.jpg")
+    ids = tmp_path / "image_ids.txt"
+    ids.write_text("0c3\n0a1\n")
+    listed = build_image_list(tmp_path / "openimages", ["train"], [], tmp_path / "images.txt", only_ids=ids)
+    assert [Path(p).name for p in listed] == ["0a1.jpg", "0c3.jpg"]
+    ids.write_text("0a1\n0d4\n")
+    with pytest.raises(UserError, match=r"1 of the 2 images of .*image_ids.txt are not in .*train \(e.g. 0d4\); "
+                                        r"point --root at the dataset the selection was made from"):
+        build_image_list(tmp_path / "openimages", ["train"], [], tmp_path / "images.txt", only_ids=ids)

@@ -45,14 +45,17 @@ def test_smoke_dry_run_of_everything_from_an_empty_directory() -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # Probes: coupling on 6 rows + D3SSL's no_dp ablation, O-KNN on 5, correspondence on 6 and the ImageNet-layout
-    # LC-loss experiment (+ its 7 pair figures); tables 1, 4-12.
-    assert counts["analysis_probe"] == "19" and counts["pair_figure"] == "7" and counts["paper_table"] == "10"
+    # Probes: coupling on 6 rows + D3SSL's no_dp ablation, O-KNN on 5 and the OpenImage-MINI D3SSL experiment,
+    # correspondence on 6 and the ImageNet-layout LC-loss experiment (+ its 7 pair figures); tables 1, 4-12.
+    assert counts["analysis_probe"] == "20" and counts["pair_figure"] == "7" and counts["paper_table"] == "10"
     # One tiny experiment per image set beside the table rows' (pretrain.experiments): LC-loss on the ImageNet
-    # layout built from Tiny-ImageNet (+ its image list), HoughCL on Tiny-ImageNet scored by VOC detection: 2 runs
-    # beside the 10 table rows, 12 sweep members and 3 ablation variants, 1 detection job beside 23.
-    assert counts["prepare_imagenet"] == "1" and counts["prepare_image_list"] == "5"
-    assert counts["pretrain_run"] == str(10 + 12 + 3 + 2) and counts["detection_transfer"] == str(23 + 1)
+    # layout built from Tiny-ImageNet, D3SSL on OpenImage-MINI (its proposals: 2 shards + an index), HoughCL on
+    # Tiny-ImageNet scored by VOC detection: 3 runs beside the 10 table rows, 12 sweep members and 3 ablation
+    # variants, 1 detection job beside 23; image lists of the pretraining sets coco, tinyimagenet, imagenet,
+    # openimages_mini and the held-out tinyimagenet and coco.
+    assert counts["prepare_imagenet"] == "1" and counts["prepare_image_list"] == "6"
+    assert counts["proposals_shard"] == "4" and counts["shard_index"] == "3"
+    assert counts["pretrain_run"] == str(10 + 12 + 3 + 3) and counts["detection_transfer"] == str(23 + 1)
     assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == counts["stage_figure"] == "1"
     assert counts["pca_rgb_figure"] == "2" and counts["table_html"] == "15"
 
@@ -173,14 +176,15 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # LC-loss's (+ RetinaNet: 3 / 2), DenseCL likewise (LC-loss's 8 detection + VOC C4: 9 / 4), HoughCL 2 / 0;
     # LC-loss's own, BYOL 300 ep and PixPro 8 / 4 each, SoCo 400 ep 2 / 0; Table 5: BYOL 1000 ep and LC-loss
     # 100 and 200 ep 2 / 2 each, the 160 px run (the alpha = 0.1 ablation run) + COCO FPN 1 / 2; Table 6's BYOL
-    # 200 ep 2 / 2; D3SSL's 800-epoch COCO BYOL and PixPro 2 / 0 each.
-    experiment_detection = 6 + 3 + 9 + 2 + 3 * 8 + 2 + 3 * 2 + 1 + 2 + 2 * 2
+    # 200 ep 2 / 2; D3SSL's 800-epoch COCO BYOL and PixPro 2 / 0 each, and its OpenImage-MINI MoCo v2, DenseCL,
+    # SoCo and D3SSL 2 / 0 each (Table 3).
+    experiment_detection = 6 + 3 + 9 + 2 + 3 * 8 + 2 + 3 * 2 + 1 + 2 + 2 * 2 + 4 * 2
     experiment_segmentation = 2 + 4 + 3 * 4 + 3 * 2 + 2 + 2
-    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2 + (9 + 4) * 2 + experiment_detection * 2) == "1004"
+    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2 + (9 + 4) * 2 + experiment_detection * 2) == "1020"
     assert counts["segmentation_transfer"] == str(5 * 22 + 2 + experiment_segmentation * 2) == "168"
     transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
                                r".*?resources: ([^\n]*)", out, re.S))
-    assert len(transfer) == 1004 and all("gpu=8" in r for r in transfer.values())
+    assert len(transfer) == 1020 and all("gpu=8" in r for r in transfer.values())
     assert "voc_detection/d3ssl_no_dp_aug_prc_rbj-coco-resnet50-200ep-s0/s1" in transfer
     assert "voc_detection_fpn/lcloss_alpha_0.05-imagenet-resnet50-200ep-s0/s0" in transfer
     assert "coco_instance_fpn/lcloss_alpha_0.1-imagenet-resnet50-200ep-s0/s1" in transfer  # LC-loss Table 5 too
@@ -195,10 +199,12 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # Probes (coupling, O-KNN, correspondence) once per row, on CPU threads; O-KNN with its own runtime.
     probes = dict(re.findall(r"rule analysis_probe:\n.*?output: results/analysis/([a-z_]+/[^/]+)/metrics"
                              r".*?resources: ([^\n]*)", out, re.S))
-    # + correspondence (LC-loss Sec. 4.6) of its ImageNet LC-loss, BYOL, PixPro and DenseCL.
-    assert counts["analysis_probe"] == "46" and len(probes) == 46 and not any("gpu" in r for r in probes.values())
+    # + correspondence (LC-loss Sec. 4.6) of its ImageNet LC-loss, BYOL, PixPro and DenseCL, and O-KNN (D3SSL
+    # Table 4) of its four OpenImage-MINI runs.
+    assert counts["analysis_probe"] == "50" and len(probes) == 50 and not any("gpu" in r for r in probes.values())
     assert "correspondence/byol-imagenet-resnet50-300ep-s0" in probes
-    assert "coupling/soco_d3ssl_aug-coco-resnet50-200ep-s0" in probes  # + 9 D3SSL / SoCo ablation runs
+    assert "coupling/soco_d3ssl_aug-openimages_mini-resnet50-200ep-s0" in probes  # + 9 D3SSL / SoCo ablation runs
+    assert "object_knn/d3ssl-openimages_mini-resnet50-800ep-s0" in probes
     assert "runtime=1440" in probes["object_knn/random-resnet50"]
     assert "runtime=240" in probes["coupling/random-resnet50"]
     assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == "1"
@@ -208,11 +214,12 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2)
     # + 14 ablation runs (table 12) + 16 experiment runs: HoughCL's 3 Tiny-ImageNet and 3 ImageNet runs (the MoCo v2
     # and DenseCL ones shared with LC-loss), LC-loss's own 400/200/100 ep, BYOL 300/1000/200 ep, PixPro and SoCo
-    # (its 200 ep 160 px run is the alpha = 0.1 ablation run), D3SSL's 800-epoch COCO BYOL and PixPro.
-    assert counts["pretrain_run"] == str(10 + 320 + 14 + 16) and counts["alignment_uniformity"] == "320"
-    # 64 shards of proposals for COCO and for ImageNet (SoCo's 400-epoch ImageNet run), 64 of region trees,
-    # one edge model, two mini-COCO subsets.
-    assert counts["proposals_shard"] == "128" and counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
+    # (its 200 ep 160 px run is the alpha = 0.1 ablation run), D3SSL's 800-epoch COCO BYOL and PixPro and its
+    # four OpenImage-MINI runs.
+    assert counts["pretrain_run"] == str(10 + 320 + 14 + 20) and counts["alignment_uniformity"] == "320"
+    # 64 shards of proposals for COCO, ImageNet (SoCo's 400-epoch ImageNet run) and OpenImage-MINI, 64 of region
+    # trees, one edge model, two mini-COCO subsets.
+    assert counts["proposals_shard"] == str(3 * 64) and counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
     assert "results/prepare/proposals/imagenet/index.json" in out
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
     pretrain_jobs = [block for block in out.split("\n\n") if "rule pretrain_run:" in block]
@@ -224,12 +231,12 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     def commands(pattern: str) -> int:
         return len(re.findall(rf"^Shell command: {pattern}", out, re.M))
 
-    assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 360
+    assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 364
     assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 168
-    assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 1004
+    assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 1020
     assert all("cpus_per_task=64" in block for block in pretrain_jobs)
     shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
-    assert len(shard_resources) == 128 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
+    assert len(shard_resources) == 3 * 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
     edge_resources = re.search(r"rule edge_model:.*?resources: ([^\n]*)", out, re.S).group(1)
     assert "runtime=480" in edge_resources and "mem_mb=16000" in edge_resources
     jobs = re.findall(r"^rule pretrain_run:\n(.*?)(?=^\[|\Z)", out, re.S | re.M)
@@ -241,8 +248,9 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # Who reads which prepare-stage store: table rows and their ablation runs (sweep members: index_contrast_*),
     # and SoCo's ImageNet experiment its own image set's proposals.
     assert readers("proposals/imagenet") == {"soco"}
+    assert readers("proposals/openimages_mini") == {"soco", "d3ssl", "soco_baseline", "soco_d3ssl_aug"}
     proposal_readers = readers("proposals/coco")
-    assert proposal_readers == {"soco", "d3ssl", "soco_baseline", "soco_d3ssl_aug", "d3ssl_full", "d3ssl_no_dp",
+    assert proposal_readers == {"soco", "d3ssl", "d3ssl_full", "d3ssl_no_dp",
                                 *(f"d3ssl_no_dp_aug_{a}" for a in ("none", "box_cutout", "box_jitter_prc", "prc",
                                                                    "prc_rbj"))}
     region_tree_readers = readers("region_trees/coco")

@@ -343,6 +343,15 @@ def openimages_mini_files():
     return [f"{out}/image_ids.txt", f"{out}/instances_openimages_mini.json", f"{out}/stats.json"]
 
 
+# The prepare-stage selections an image set may keep (pretrain.image_sets.<name>.select): its image-id list.
+SELECTIONS = {"openimages_mini": openimages_mini_files()[0]}
+
+
+def image_set_selection(spec):
+    """The image-id list an image set's train split keeps (`select`), or nothing."""
+    return [SELECTIONS[spec["select"]]] if spec.get("select") else []
+
+
 def coco_subset_file(percent):
     if percent not in PREP["coco_subsets"]["percents"]:
         raise WorkflowError(f"train_subset {percent}: add {percent} to prepare.coco_subsets.percents.")

@@ -61,12 +61,13 @@ rule prepare_image_list:
     conda:
         "../../envs/pretrain.yml"
     input:
-        lambda wc: dataset_manifest(image_set(wc.data)["dataset"]),
+        dataset=lambda wc: dataset_manifest(image_set(wc.data)["dataset"]),
+        selection=lambda wc: image_set_selection(image_set(wc.data)),
     output:
         f"{RESULTS}/prepare/{{split}}-{{data}}/images.txt",
     params:
         root=lambda wc: dataset_root(image_set(wc.data)["dataset"]),
-        folders=lambda wc: image_set(wc.data)["train" if wc.split == "pretrain" else "heldout"],
+        folders=lambda wc: image_set(wc.data)[wc.split if wc.split == "heldout" else "train"],
         # COCO's unlabeled photos (val2017_unannotated) join the smoke pretraining set when present.
         extra=lambda wc: f"--extra-dir {config['datasets']['source_root']}/coco_mini/val2017_unannotated"
         if wc.split == "pretrain" and image_set(wc.data)["dataset"] == "coco" and config["datasets"]["coco"]["build"]
@@ -74,13 +75,15 @@ rule prepare_image_list:
         limit=lambda wc: f"--max-images {image_set(wc.data)['max_images']}"
         if wc.split == "pretrain" and image_set(wc.data).get("max_images")
         else "",
+        only=lambda wc, input: f"--only-ids {shlex.quote(input.selection[0])}" if wc.split == "pretrain"
+        and input.get("selection") else "",
     log:
         f"{RESULTS}/logs/prepare_image_list/{{split}}-{{data}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_image_list/{{split}}-{{data}}.tsv"
     shell:
         "python -m prepare image-list --root {params.root:q} --subdirs {params.folders:q} {params.extra} {params.limit}"
-        " --out {output:q} > {log:q} 2>&1"
+        " {params.only} --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare_tinyimagenet:
@@ -340,6 +343,7 @@ if config["datasets"]["openimages"]["build"]:
         output:
             f"{config['datasets']['openimages']['root']}/train-annotations-bbox.csv",
             f"{config['datasets']['openimages']['root']}/class-descriptions-boxable.csv",
+            *dataset_manifest("openimages"),
         params:
             coco=lambda wc: dataset_root("coco"),
             meta=f"{config['datasets']['source_root']}/openimages_meta",
