@@ -1,4 +1,5 @@
-"""`python -m cluster placeholders`: empty dataset roots so a paper-scale dry run works without the data.
+"""`python -m cluster placeholders`: empty dataset roots (and imported checkpoints) so a paper-scale dry run
+works without the data.
 
 At paper scale every dataset root must exist before Snakemake builds the DAG, holding the paths each
 transfer protocol and image set reads (common.smk checks them; prepare/roots.py lists them), and a few
@@ -42,10 +43,12 @@ def placeholder_layouts(config: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def make_placeholders(out: Path, config_path: Path = PAPER_CONFIG) -> Path:
-    """Create an empty root per dataset of `config_path` under `out`/roots and write `out`/roots.yaml pointing
-    at them (`build: false`, as at paper scale); return the configfile's path."""
+    """Create an empty root per dataset of `config_path` under `out`/roots and an empty file per imported
+    checkpoint under `out`/checkpoints, and write `out`/roots.yaml pointing at them (`build: false`, as at paper
+    scale); return the configfile's path."""
+    config = yaml.safe_load(config_path.read_text()) or {}
     roots = {}
-    for name, paths in placeholder_layouts(yaml.safe_load(config_path.read_text()) or {}).items():
+    for name, paths in placeholder_layouts(config).items():
         root = (out / "roots" / name).resolve()
         root.mkdir(parents=True, exist_ok=True)
         for relative in paths:
@@ -55,9 +58,16 @@ def make_placeholders(out: Path, config_path: Path = PAPER_CONFIG) -> Path:
                 (root / relative).parent.mkdir(parents=True, exist_ok=True)
                 (root / relative).touch()
         roots[name] = {"root": str(root), "build": False}
+    overrides: dict[str, Any] = {"datasets": roots}
+    imported = (config.get("finetune") or {}).get("imported") or {}
+    for label, spec in imported.items():
+        checkpoint = (out / "checkpoints" / Path(spec["checkpoint"]).name).resolve()
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.touch()
+        overrides.setdefault("finetune", {"imported": {}})["imported"][label] = {"checkpoint": str(checkpoint)}
     configfile = out / "roots.yaml"
-    header = "# Empty placeholder roots for a dry run (python -m cluster placeholders): no data in them.\n"
-    write_text(configfile, header + yaml.safe_dump({"datasets": roots}, sort_keys=False))
+    header = "# Empty placeholder roots and checkpoints for a dry run (python -m cluster placeholders): no data.\n"
+    write_text(configfile, header + yaml.safe_dump(overrides, sort_keys=False))
     return configfile
 
 

@@ -175,8 +175,13 @@ def test_placeholders_cover_every_paper_dataset(tmp_path: Path) -> None:
     config = yaml.safe_load(PAPER_CONFIG.read_text())
     layouts = placeholder_layouts(config)
     assert {"coco", "voc", "openimages", "stl10", "davis", "eurosat", "omniglot"} <= set(layouts)
-    datasets = yaml.safe_load(make_placeholders(tmp_path).read_text())["datasets"]
+    overrides = yaml.safe_load(make_placeholders(tmp_path).read_text())
+    datasets = overrides["datasets"]
     assert set(datasets) == set(layouts) and all(spec["build"] is False for spec in datasets.values())
+    # ... and an empty file per published checkpoint the config imports, at the key that names it.
+    assert overrides["finetune"] == {"imported": {"supervised": {
+        "checkpoint": str((tmp_path / "checkpoints" / "resnet50-0676ba61.pth").resolve())}}}
+    assert (tmp_path / "checkpoints" / "resnet50-0676ba61.pth").is_file()
     # What the keypoint protocol, SBD-augmented VOC segmentation and Tiny-ImageNet pretraining read is there.
     coco, voc, tiny = (Path(datasets[name]["root"]) for name in ("coco", "voc", "tinyimagenet"))
     assert (coco / "annotations" / "person_keypoints_val2017.json").is_file() and (coco / "train2017").is_dir()
@@ -193,10 +198,11 @@ def test_gpu_plan_of_table1_counts_its_jobs(tmp_path: Path) -> None:
                              "--out-md", str(out_md)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     # Table 1's columns: 5 Detectron2 protocols (VOC C4, VOC FPN, COCO Mask R-CNN FPN and C4, RetinaNet) and 2
-    # mmseg ones (VOC, Cityscapes), each for 11 rows (random init + 10 methods) x 2 seeds; 10 pretraining runs;
-    # the prepare stage of the region-level methods: 64 shards each of proposals and region trees, their two
-    # indexes, one edge model and the COCO image list.
-    stats = {"detection_transfer": 5 * 11 * 2, "segmentation_transfer": 2 * 11 * 2, "pretrain_run": 10,
+    # mmseg ones (VOC, Cityscapes), each for 12 rows (random init + 10 methods + the supervised import) x 2 seeds;
+    # 10 pretraining runs and the import; the prepare stage of the region-level methods: 64 shards each of
+    # proposals and region trees, their two indexes, one edge model and the COCO image list.
+    stats = {"detection_transfer": 5 * 12 * 2, "segmentation_transfer": 2 * 12 * 2, "pretrain_run": 10,
+             "import_checkpoint": 1,
              "proposals_shard": 64, "region_trees_shard": 64, "shard_index": 2, "edge_model": 1,
              "prepare_image_list": 1, "paper_table": 1}
     rows = pd.read_csv(out_csv)

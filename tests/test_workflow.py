@@ -165,7 +165,8 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # Nothing is built at paper scale: the DAG starts from the real dataset roots.
     assert not re.search(r"^prepare_(coco|voc|bsds500|openimages)\s", out, re.M)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-    # 11 rows (random init + 10 methods) x 2 seeds (HoughCL: averaged over 2 trials) per protocol: 10 detection
+    # 12 rows (random init + 10 methods + the supervised import) x 2 seeds (HoughCL: averaged over 2 trials) per
+    # protocol: 10 detection
     # protocols (VOC C4/FPN/FPN frozen, COCO Mask R-CNN C4/FPN, mini-COCO 5/10 %, keypoints, RetinaNet and frozen).
     # 5 segmentation protocols (VOC FCN and frozen, Cityscapes FCN and frozen, VOC frozen ASPP).
     # Table 3 scores the 320 sweep models (rows: sweep) with R18-C4 VOC detection and STL-10 linear evaluation.
@@ -180,11 +181,12 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     # SoCo and D3SSL 2 / 0 each (Table 3).
     experiment_detection = 6 + 3 + 9 + 2 + 3 * 8 + 2 + 3 * 2 + 1 + 2 + 2 * 2 + 4 * 2
     experiment_segmentation = 2 + 4 + 3 * 4 + 3 * 2 + 2 + 2
-    assert counts["detection_transfer"] == str(10 * 22 + 320 * 2 + (9 + 4) * 2 + experiment_detection * 2) == "1020"
-    assert counts["segmentation_transfer"] == str(5 * 22 + 2 + experiment_segmentation * 2) == "168"
+    assert counts["detection_transfer"] == str(10 * 24 + 320 * 2 + (9 + 4) * 2 + experiment_detection * 2) == "1040"
+    assert counts["segmentation_transfer"] == str(5 * 24 + 2 + experiment_segmentation * 2) == "178"
+    assert counts["import_checkpoint"] == "1"
     transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
                                r".*?resources: ([^\n]*)", out, re.S))
-    assert len(transfer) == 1020 and all("gpu=8" in r for r in transfer.values())
+    assert len(transfer) == 1040 and all("gpu=8" in r for r in transfer.values())
     assert "voc_detection/d3ssl_no_dp_aug_prc_rbj-coco-resnet50-200ep-s0/s1" in transfer
     assert "voc_detection_fpn/lcloss_alpha_0.05-imagenet-resnet50-200ep-s0/s0" in transfer
     assert "coco_instance_fpn/lcloss_alpha_0.1-imagenet-resnet50-200ep-s0/s1" in transfer  # LC-loss Table 5 too
@@ -193,15 +195,15 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert "au_voc_detection/index_contrast_dense_t0.05-coco-resnet18-200ep-s0/s1" in transfer
     assert "runtime=1440" in transfer["coco_retinanet/densecl-coco-resnet50-800ep-s0/s1"]
     assert "runtime=720" in transfer["voc_detection_fpn_frozen/random-resnet50/s0"]
-    # Frozen features, 11 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search; few-shot
+    # Frozen features, 12 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search; few-shot
     # for LC-loss Table 7's ImageNet SoCo, DenseCL, PixPro and LC-loss, and its BYOL (all LC-loss tables).
-    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 22 + 320 * 2 + 2 + 5 * 7 * 2)
-    # Probes (coupling, O-KNN, correspondence) once per row, on CPU threads; O-KNN with its own runtime.
+    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 24 + 320 * 2 + 2 + 5 * 7 * 2)
+    # Probes (coupling, O-KNN, correspondence) once per row (12), on CPU threads; O-KNN with its own runtime.
     probes = dict(re.findall(r"rule analysis_probe:\n.*?output: results/analysis/([a-z_]+/[^/]+)/metrics"
                              r".*?resources: ([^\n]*)", out, re.S))
     # + correspondence (LC-loss Sec. 4.6) of its ImageNet LC-loss, BYOL, PixPro and DenseCL, and O-KNN (D3SSL
     # Table 4) of its four OpenImage-MINI runs.
-    assert counts["analysis_probe"] == "50" and len(probes) == 50 and not any("gpu" in r for r in probes.values())
+    assert counts["analysis_probe"] == "53" and len(probes) == 53 and not any("gpu" in r for r in probes.values())
     assert "correspondence/byol-imagenet-resnet50-300ep-s0" in probes
     assert "coupling/soco_d3ssl_aug-openimages_mini-resnet50-200ep-s0" in probes  # + 9 D3SSL / SoCo ablation runs
     assert "object_knn/d3ssl-openimages_mini-resnet50-800ep-s0" in probes
@@ -219,7 +221,8 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert counts["pretrain_run"] == str(10 + 320 + 14 + 20) and counts["alignment_uniformity"] == "320"
     # 64 shards of proposals for COCO, ImageNet (SoCo's 400-epoch ImageNet run) and OpenImage-MINI, 64 of region
     # trees, one edge model, two mini-COCO subsets.
-    assert counts["proposals_shard"] == str(3 * 64) and counts["region_trees_shard"] == "64" and counts["edge_model"] == "1"
+    assert counts["proposals_shard"] == str(3 * 64) and counts["region_trees_shard"] == "64"
+    assert counts["edge_model"] == "1"
     assert "results/prepare/proposals/imagenet/index.json" in out
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
     pretrain_jobs = [block for block in out.split("\n\n") if "rule pretrain_run:" in block]
@@ -232,8 +235,8 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
         return len(re.findall(rf"^Shell command: {pattern}", out, re.M))
 
     assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 364
-    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 168
-    assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 1020
+    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 178
+    assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 1040
     assert all("cpus_per_task=64" in block for block in pretrain_jobs)
     shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
     assert len(shard_resources) == 3 * 64 and all("runtime=240" in r and "gpu" not in r for r in shard_resources)
@@ -329,3 +332,8 @@ def test_imported_checkpoint_becomes_a_row_of_every_all_rows_protocol(tmp_path: 
     result = snakemake("-n", "--configfile", configfile(tmp_path, bad), "--", "results/transfer.csv")
     assert result.returncode != 0
     assert "finetune.protocols.davis.rows: unknown rows ['imagenet-supervised']" in result.stdout + result.stderr
+    checkpoint.unlink()  # a missing published file is refused before any job, naming the key
+    result = snakemake("-n", "--configfile", configfile(tmp_path, override), "--", "results/transfer.csv")
+    assert result.returncode != 0 and "Job stats" not in result.stdout + result.stderr
+    assert (f"finetune.imported.supervised.checkpoint not found: {checkpoint}. Download the published file there"
+            in result.stdout + result.stderr)

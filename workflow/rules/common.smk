@@ -130,6 +130,11 @@ try:
 except UserError as err:
     raise WorkflowError(str(err)) from None
 FT = config["finetune"]
+for _label, _spec in FT["imported"].items():
+    if not os.path.isfile(_spec["checkpoint"]):
+        raise WorkflowError(f"finetune.imported.{_label}.checkpoint not found: {_spec['checkpoint']}. Download the "
+                            "published file there, point the key at it, or drop the entry (a dry run without the "
+                            "files: `python -m cluster placeholders`).")
 RANDOM_RUN = PLAN.random_run
 TABLE_RUNS = PLAN.table_runs
 IMPORTED_RUNS = PLAN.imported_runs
