@@ -32,6 +32,7 @@ localrules:
     shard_index,
     coco_subset,
     paper_table,
+    paper_reproduction,
     table2,
     table3,
     table13,

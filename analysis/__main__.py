@@ -6,6 +6,7 @@ import argparse
 
 from analysis import (
     paper_coverage,
+    paper_reproduction,
     paper_tables,
     report_check,
     report_html,
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     table3.register(commands)
     paper_tables.register(commands)
     paper_coverage.register(commands)
+    paper_reproduction.register(commands)
     report_html.register(commands)
     report_check.register(commands)
     table13.register(commands)

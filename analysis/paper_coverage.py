@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,10 @@ class Verdict:
     like_for_like: bool
     planned: bool  # a cell exists at this scale, whatever its schedule
     detail: str  # the cell (metric of run), or why there is none
+    source: str = ""  # the protocol or probe of a planned cell, and its metric
+    metric: str = ""
+    runs: tuple[str, ...] = ()  # the run it scores (a sweep group's: its members)
+    table: int | None = None  # our table holding a statistic over runs or a dataset (3, 2); None: one run's cell
 
 
 def _read(path: Path, key: tuple[str, ...], fields: tuple[str, ...]) -> dict[tuple[str, ...], dict[str, str]]:
@@ -100,6 +104,13 @@ class Coverage:
         # statistics (models, max, mean, top 10, tau) are over the sweep members the evaluation scores.
         evaluations = config["analysis"].get("table3", {}).get("evaluations", {})
         self.table3_sources = {spec["paper"]: name for name, spec in evaluations.items()}
+        self._scored: dict[str, set[str]] = {}
+        self._runs: dict[str, dict[str, tuple[str, str, str]] | str] = {}
+
+    def scored(self, source: str) -> set[str]:
+        if source not in self._scored:
+            self._scored[source] = set(self.plan.scored_runs(source))
+        return self._scored[source]
 
     def runs_of(self, row: str) -> dict[str, tuple[str, str, str]] | str:
         """{run: (data, epochs, arch)} of our row `row`, or why it is not planned."""
@@ -134,7 +145,9 @@ class Coverage:
                                                                          f"'{value['paper_column']}'")
         if row["row"].startswith("dataset:"):
             return self._dataset_verdict(row["row"].split(":", 1)[1], metric["column"])
-        runs = self.runs_of(row["row"])
+        if row["row"] not in self._runs:
+            self._runs[row["row"]] = self.runs_of(row["row"])
+        runs = self._runs[row["row"]]
         if isinstance(runs, str):
             return Verdict(False, False, f"{runs}; {row['reason']}" if row["reason"] else runs)
         source = metric["column"].split("/")[0]
@@ -142,44 +155,48 @@ class Coverage:
             source = self.table3_sources.get(source, f"analysis.table3.evaluations entry for {source}")
         if source not in self.plan.sources:
             return Verdict(False, False, f"{source} is not configured at this scale")
-        unscored = [run for run in runs if run not in self.plan.scored_runs(source)]
+        unscored = [run for run in runs if run not in self.scored(source)]
         if unscored:
             return Verdict(False, False, f"{source} does not score {unscored[0]}")
-        cell = f"{source}/{metric['column'].split('/', 1)[1]} of {_named(runs)}"
+        measured = metric["column"].split("/", 1)[1]
+        cell = f"{source}/{measured} of {_named(runs)}"
+        found = {"source": source, "metric": measured, "runs": tuple(runs),
+                 "table": 3 if metric.get("table3") else None}
         paper = (row["data"], row["epochs"], row["arch"])
         for ours in runs.values():
             differs = [f"{name} {mine} (the paper's {theirs})" for name, mine, theirs in
                        zip(("image set", "epochs", "arch"), ours, paper, strict=True)
                        if theirs not in UNSTATED and mine not in UNSTATED and mine != theirs]
             if differs:
-                return Verdict(False, True, f"{cell}, but pretrained with {', '.join(differs)}")
-        return Verdict(True, True, cell)
+                return Verdict(False, True, f"{cell}, but pretrained with {', '.join(differs)}", **found)
+        return Verdict(True, True, cell, **found)
 
     def _dataset_verdict(self, name: str, stat: str) -> Verdict:
         """Table 2's statistics: like-for-like when computed on the official dataset, not a smoke build."""
         root = "openimages" if name == "openimages_mini" else name
         if self.config["datasets"][root]["build"]:
-            return Verdict(False, True, f"table 2 {stat} of {name}, but on the prepare stage's small build of {root}")
-        return Verdict(True, True, f"table 2 {stat} of {name}")
+            return Verdict(False, True, f"table 2 {stat} of {name}, but on the prepare stage's small build of {root}",
+                           table=2)
+        return Verdict(True, True, f"table 2 {stat} of {name}", table=2)
 
 
 def _named(runs: Mapping[str, Any]) -> str:
     return next(iter(runs)) if len(runs) == 1 else f"{len(runs)} sweep members"
 
 
-def coverage(config: Mapping[str, Any], values: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One line per published value: where it is from, its value, and the verdict for `config`."""
+def coverage(config: Mapping[str, Any], plan: Plan | None = None, values: pd.DataFrame | None = None
+             ) -> pd.DataFrame:
+    """One line per published value: where it is from, its value, and the verdict for `config` (its plan)."""
     values = load_reference() if values is None else values
     rows, metrics = load_rows(), paper_metrics(values)
-    judge = Coverage(config, build_plan(config))
+    judge = Coverage(config, build_plan(config) if plan is None else plan)
     out = []
     for record in values.to_dict("records"):
         key = tuple(record[k] for k in _ROW)
         if key not in rows:
             raise UserError(f"{ROWS_PATH.name}: no line for {key}; add our row of it (or the reason there is none).")
         verdict = judge.verdict(record, rows[key], metrics.get(tuple(record[k] for k in _COLUMN)))
-        out.append({**{k: record[k] for k in (*_ROW, "paper_column", "value")}, "like_for_like": verdict.like_for_like,
-                    "planned": verdict.planned, "detail": verdict.detail})
+        out.append({**{k: record[k] for k in (*_ROW, "paper_column", "value")}, **asdict(verdict)})
     return pd.DataFrame(out)
 
 

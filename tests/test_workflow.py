@@ -48,6 +48,9 @@ def test_smoke_dry_run_of_everything_from_an_empty_directory() -> None:
     # Probes: coupling on 6 rows + D3SSL's no_dp ablation, O-KNN on 5 and the OpenImage-MINI D3SSL experiment,
     # correspondence on 6 and the ImageNet-layout LC-loss experiment (+ its 7 pair figures); tables 1, 4-12.
     assert counts["analysis_probe"] == "20" and counts["pair_figure"] == "7" and counts["paper_table"] == "10"
+    # Each paper's own tables, one job each: HoughCL 3, LC-loss 11 (Tables 1-9, Sec. 4.6, Fig. 3b), D3SSL 7,
+    # alignment-uniformity 3, hierarchical grouping 3.
+    assert counts["paper_reproduction"] == str(3 + 11 + 7 + 3 + 3)
     # One tiny experiment per image set beside the table rows' (pretrain.experiments): LC-loss on the ImageNet
     # layout built from Tiny-ImageNet, D3SSL on OpenImage-MINI (its proposals: 2 shards + an index), HoughCL on
     # Tiny-ImageNet scored by VOC detection: 3 runs beside the 10 table rows, 12 sweep members and 3 ablation
@@ -210,7 +213,7 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert "runtime=1440" in probes["object_knn/random-resnet50"]
     assert "runtime=240" in probes["coupling/random-resnet50"]
     assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == "1"
-    assert counts["paper_table"] == "10"  # tables 1, 4-12
+    assert counts["paper_table"] == "10" and counts["paper_reproduction"] == "27"  # tables 1, 4-12; the papers' own
     shells = re.findall(r"python -m finetune detection --name (coco_mini5_instance_fpn) .*?--train-json (\S+)", out)
     assert shells and all(path.endswith("instances_train2017_5pct.json") for _, path in shells)
     # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2)

@@ -5,6 +5,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config
@@ -16,6 +17,9 @@ from core.errors import UserError
 
 from prepare.roots import (BUILDABLE, check_dataset_root, check_image_set_root, check_protocol_root,
                            protocol_dataset)
+from analysis.paper_coverage import coverage
+from analysis.paper_reproduction import paper_table_names, table_slug
+from analysis.reference import load_reference
 from plan.runs import build_plan
 from pretrain.runs import METHOD_EMBEDDING, METHOD_PREPARED
 
@@ -444,7 +448,7 @@ def finetune_targets():
 def table_targets():
     names = [f"table{n}" for n in PAPER_TABLES] + ["table2", "table13", "transfer"] + (["table3"] if SWEEP_RUNS else [])
     return [f"{RESULTS}/{name}.{ext}" for name in names for ext in ("csv", "md")] + [
-        f"{RESULTS}/report/{name}.html" for name in REPORT_TABLES if name != "benchmarks"]
+        f"{RESULTS}/report/{name}.html" for name in REPORT_TABLES if name != "benchmarks"] + reproduction_files()
 
 
 def image_lists_used():
@@ -473,6 +477,7 @@ def benchmark_files():
     finetune += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p, run in TRANSFER_JOBS for s in SEEDS]
     analysis = [f"{RESULTS}/benchmarks/{probe}/{run}.tsv" for probe, run in PROBE_JOBS]
     tables = [f"{RESULTS}/benchmarks/table{n}.tsv" for n in PAPER_TABLES]
+    tables += [f"{RESULTS}/benchmarks/papers/{paper}/{slug}.tsv" for paper, slugs in REPRODUCED.items() for slug in slugs]
     tables += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("table2", "proposal_quality", "table13",
                                                                  "transfer_table")]
     if SWEEP_RUNS:
@@ -564,6 +569,46 @@ def paper_table_spec(number):
 
 # The generic paper tables with at least one configured cell at this scale.
 PAPER_TABLES = [n for n in sorted(TABLES) if paper_table_spec(n)]
+
+# Each paper's own tables (results/papers/<paper>/<table>): every published value with the cell the plan has
+# for it (analysis/paper_coverage.py), or none.
+try:
+    _REFERENCE = load_reference()
+    PAPER_CELLS = coverage(config, PLAN, _REFERENCE)
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+REPRODUCED = {paper: {table_slug(name): name for name in names}
+              for paper, names in paper_table_names(_REFERENCE).items()}
+REPRODUCTION = f"{RESULTS}/papers/{{paper}}/{{table}}"  # + .csv / .md
+
+
+def reproduction_spec(paper, slug):
+    """The cells of one paper table: its values with our run and metrics files where the plan measures them;
+    passed to `python -m analysis paper-reproduction`."""
+    cells = PAPER_CELLS[(PAPER_CELLS["paper"] == paper) & (PAPER_CELLS["paper_table"] == REPRODUCED[paper][slug])]
+    spec = []
+    for cell in cells.to_dict("records"):
+        table = cell["table"]
+        run = cell["runs"][0] if cell["planned"] and pd.isna(table) else ""
+        files = []
+        if run:
+            files = ([finetune_metrics(cell["source"], run, s) for s in SEEDS] if cell["source"] in PROTOCOLS
+                     else [probe_metrics(cell["source"], run)])
+        elsewhere = "" if pd.isna(table) else f"{RESULTS}/table{int(table)}.md"
+        spec.append({**{k: cell[k] for k in ("paper_row", "paper_column", "value", "like_for_like", "detail",
+                                             "metric")},
+                     "run": run, "files": files, "meta": run_meta(run) if run else None, "elsewhere": elsewhere})
+    return spec
+
+
+def reproduction_inputs(wildcards):
+    spec = reproduction_spec(wildcards.paper, wildcards.table)
+    return [f for cell in spec for f in cell["files"]] + sorted({cell["meta"] for cell in spec if cell["meta"]})
+
+
+def reproduction_files():
+    return [f"{REPRODUCTION.format(paper=paper, table=slug)}.{ext}" for paper, slugs in REPRODUCED.items()
+            for slug in slugs for ext in ("csv", "md")]
 
 
 # Tables shown in the report (as HTML pages made from their Markdown), with their captions.

@@ -24,6 +24,32 @@ rule paper_table:
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
+rule paper_reproduction:
+    """One of a paper's own tables: its rows and columns, our cells beside its values (README "Results")."""
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        reproduction_inputs,
+    output:
+        csv=f"{REPRODUCTION}.csv",
+        md=f"{REPRODUCTION}.md",
+    params:
+        spec=lambda wc: json.dumps(reproduction_spec(wc.paper, wc.table)),
+        name=lambda wc: REPRODUCED[wc.paper][wc.table],
+        scale=config["scale"],
+    wildcard_constraints:
+        paper=one_of(REPRODUCED),
+        table=r"[a-z0-9.]+",
+    log:
+        f"{RESULTS}/logs/papers/{{paper}}/{{table}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/papers/{{paper}}/{{table}}.tsv"
+    shell:
+        "python -m analysis paper-reproduction --paper {wildcards.paper} --table {params.name:q}"
+        " --spec-json {params.spec:q} --scale {params.scale} --out-csv {output.csv:q} --out-md {output.md:q}"
+        " > {log:q} 2>&1"
+
+
 rule table2:
     conda:
         "../../envs/pretrain.yml"
