@@ -1,5 +1,7 @@
-"""`python -m cluster gpu-plan`: GPU-hours per paper table at paper scale, from the real dry runs.
+"""`python -m cluster gpu-plan`: GPU-hours per table at paper scale, from the real dry runs.
 
+Tables are ours (results/table<N>.csv: the unified benchmark, tables 2, 3, 13) and each paper's own
+(results/papers/<paper>/: one plan row per paper, all its tables; its experiments' pretraining included).
 For each table target the paper dry run (`snakemake -n -p --profile slurm --config scale=paper`) lists
 every job with its resources and shell command; each GPU job is estimated from its work and
 workflow/config/throughput.yaml (cluster/estimate.py). Per table: GPU-hours by stage, the number of GPU
@@ -19,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from analysis.paper_reproduction import paper_table_names, table_slug
+from analysis.reference import PAPERS, load_reference
 from analysis.table_specs import TABLES
 from cluster.dryrun import REPO, dry_run
 from cluster.estimate import JobPlan, plan_job
@@ -35,16 +39,24 @@ STAGES = ("pretrain", "transfer", "frozen eval/probes")
 NUMBERS = ["gpu_hours", "requested_gpu_hours", "cpu_core_hours"]
 
 
-def plan_tables(tables: list[int], configfiles: list[Path], throughput: Throughput,
+def table_targets(tables: list[int], papers: list[str]) -> dict[str, list[str]]:
+    """{plan row: its targets}: results/table<N>.csv per table of ours, then every table of each paper."""
+    names = paper_table_names(load_reference())
+    targets = {f"table{number}": [f"results/table{number}.csv"] for number in tables}
+    targets.update({paper: [f"results/papers/{paper}/{table_slug(name)}.csv" for name in names[paper]]
+                    for paper in papers})
+    return targets
+
+
+def plan_tables(targets: dict[str, list[str]], configfiles: list[Path], throughput: Throughput,
                 workdir: Path) -> tuple[dict[str, list[JobPlan]], dict[str, float]]:
-    """Job plans per table target (results/table<N>.csv) and the seconds each dry run took."""
+    """Job plans per plan row (table_targets) and the seconds each dry run took."""
     plans: dict[str, list[JobPlan]] = {}
     seconds: dict[str, float] = {}
-    progress = tqdm(tables, desc="paper dry runs", unit="table", file=sys.stderr)
-    for number in progress:
-        name = f"table{number}"
+    progress = tqdm(targets.items(), desc="paper dry runs", unit="table", file=sys.stderr)
+    for name, files in progress:
         progress.set_postfix_str(name)
-        text, seconds[name] = dry_run(f"results/{name}.csv", configfiles, workdir)
+        text, seconds[name] = dry_run(files, configfiles, workdir)
         plans[name] = [plan_job(job, throughput) for job in parse_jobs(text)]
     return plans, seconds
 
@@ -122,6 +134,9 @@ def _run(args: argparse.Namespace) -> None:
     if unknown:
         raise UserError(f"--tables: no table {', '.join(map(str, unknown))}; the tables are "
                         f"{', '.join(map(str, ALL_TABLES))}.")
+    unknown_papers = sorted(set(args.papers) - set(PAPERS))
+    if unknown_papers:
+        raise UserError(f"--papers: no paper {', '.join(unknown_papers)}; the papers are {', '.join(PAPERS)}.")
     missing = [str(path) for path in args.configfile if not path.is_file()]
     if missing:
         raise UserError(f"--configfile not found: {', '.join(missing)}.")
@@ -129,7 +144,8 @@ def _run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="gpu-plan-") as tmp:
         roots = make_placeholders(Path(tmp))
         configfiles = [roots, *[path.resolve() for path in args.configfile]]  # the user's roots win
-        plans, seconds = plan_tables(sorted(set(args.tables)), configfiles, throughput, Path(tmp) / "work")
+        targets = table_targets(sorted(set(args.tables)), list(dict.fromkeys(args.papers)))
+        plans, seconds = plan_tables(targets, configfiles, throughput, Path(tmp) / "work")
     plans = with_union(plans)
     rows = by_kind(plans)
     text = markdown(rows, plans[UNION], seconds, args.throughput)
@@ -145,6 +161,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", type=int, nargs="+", default=ALL_TABLES, metavar="N",
                         help=f"table numbers (default: all, {ALL_TABLES[0]}-{ALL_TABLES[-1]})")
+    parser.add_argument("--papers", nargs="*", default=list(PAPERS), metavar="PAPER",
+                        help="papers whose own tables to plan, one row each (default: all five; none: --papers)")
     parser.add_argument("--configfile", type=Path, action="append", default=[],
                         help="extra Snakemake configfile (repeatable), after the placeholder roots: e.g. your real "
                              "dataset roots or changed protocols")

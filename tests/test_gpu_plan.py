@@ -194,8 +194,9 @@ def test_placeholders_cover_every_paper_dataset(tmp_path: Path) -> None:
 def test_gpu_plan_of_table1_counts_its_jobs(tmp_path: Path) -> None:
     """The CLI on the real paper config: one row group per rule of table 1, with the jobs its dry run lists."""
     out_csv, out_md = tmp_path / "plan" / "gpu_hours.csv", tmp_path / "plan" / "gpu_hours.md"
-    result = subprocess.run([PYTHON, "-m", "cluster", "gpu-plan", "--tables", "1", "--out-csv", str(out_csv),
-                             "--out-md", str(out_md)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([PYTHON, "-m", "cluster", "gpu-plan", "--tables", "1", "--papers", "--out-csv",
+                             str(out_csv), "--out-md", str(out_md)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     # Table 1's columns: 5 Detectron2 protocols (VOC C4, VOC FPN, COCO Mask R-CNN FPN and C4, RetinaNet) and 2
     # mmseg ones (VOC, Cityscapes), each for 12 rows (random init + 10 methods + the supervised import) x 2 seeds;

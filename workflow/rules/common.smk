@@ -602,8 +602,11 @@ def reproduction_spec(paper, slug):
 
 
 def reproduction_inputs(wildcards):
+    """Its cells' metrics and runs, and the tables of ours it points to for statistics (table 2, 3)."""
     spec = reproduction_spec(wildcards.paper, wildcards.table)
-    return [f for cell in spec for f in cell["files"]] + sorted({cell["meta"] for cell in spec if cell["meta"]})
+    elsewhere = sorted({cell["elsewhere"] for cell in spec} - {""})
+    return ([f for cell in spec for f in cell["files"]] + sorted({cell["meta"] for cell in spec if cell["meta"]})
+            + elsewhere)
 
 
 def reproduction_files():
