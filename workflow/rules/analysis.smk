@@ -5,7 +5,7 @@ rule benchmark_summary:
     conda:
         "../../envs/pretrain.yml"
     input:
-        [file for files in benchmark_files().values() for file in files],
+        lambda wc: [file for files in benchmark_files().values() for file in files],
     output:
         csv=f"{RESULTS}/benchmarks.csv",
         md=f"{RESULTS}/benchmarks.md",
@@ -14,7 +14,7 @@ rule benchmark_summary:
     benchmark:
         f"{RESULTS}/benchmarks/benchmark_summary.tsv"  # its own time is not in the summary it writes
     params:
-        stages=benchmark_stage_args(benchmark_files()),
+        stages=lambda wc: benchmark_stage_args(benchmark_files()),
     shell:
         "python -m analysis benchmarks {params.stages} --out-csv {output.csv:q}"
         " --out-md {output.md:q} > {log:q} 2>&1"

@@ -384,6 +384,10 @@ def detection_inputs(wildcards):
 BSDS_MAX_IMAGES = f"--max-images {PREP['bsds_eval']['max_images']}" if PREP["bsds_eval"]["max_images"] else ""
 
 
+# The two BSDS500 maps predicted and scored: the SE edges and their OWT-UCM.
+BSDS_MAPS = ("edges", "ucm")
+
+
 def bsds_eval_files():
     return [f"{RESULTS}/prepare/edges/bsds_test.{ext}" for ext in ("csv", "md")]
 
@@ -458,30 +462,50 @@ def image_lists_used():
     return sorted(used)
 
 
+# The rule that runs each transfer task (finetune.smk); the other tasks are frozen-feature evaluations.
+TRANSFER_RULES = {"detection": "detection_transfer", "segmentation": "segmentation_transfer"}
+
+
+def benchmarks_of(name, **wildcards):
+    """The benchmark files of the jobs of `name` (a rule), its own `benchmark:` path once per job (equal-length
+    wildcard lists, zipped). Called once every rule is defined (from input functions)."""
+    template = str(getattr(rules, name).benchmark)
+    return expand(template, zip, **wildcards) if wildcards else [template]
+
+
+def _zipped(jobs, *names):
+    """Wildcard lists from job tuples: _zipped([(a, b), ...], "x", "y") == {"x": [a, ...], "y": [b, ...]}."""
+    return {name: [job[i] for job in jobs] for i, name in enumerate(names)}
+
+
 def benchmark_files():
-    """Every job's benchmark file on the way to table 1, by stage (the rules file that defines the job's
-    rule); the analysis stage summarises them."""
-    built = _used_datasets
-    prepare = [f"{RESULTS}/benchmarks/prepare_{name}.tsv" for name in built if config["datasets"][name]["build"]]
-    prepare += [f"{RESULTS}/benchmarks/prepare_image_list/{split}-{data}.tsv" for split, data in image_lists_used()]
-    prepare += [f"{RESULTS}/benchmarks/{kind}/{data}-{part}.tsv" for kind, data in prepared_stores()
-                for part in (*SHARDS, "index")]
+    """Every configured job's benchmark file, by stage (the rules file of the job's rule): the rules' own
+    benchmark paths, expanded over the plan's jobs; the analysis stage summarises them."""
+    built = [name for name in _used_datasets if config["datasets"][name]["build"]]
+    prepare = [f for name in built for f in benchmarks_of(f"prepare_{name}")]
+    prepare += benchmarks_of("prepare_image_list", **_zipped(image_lists_used(), "split", "data"))
+    stores = prepared_stores()
+    for kind in SHARDED:
+        shards = [(data, shard) for store, data in stores if store == kind for shard in SHARDS]
+        prepare += benchmarks_of(f"{kind}_shard", **_zipped(shards, "data", "shard"))
+    prepare += benchmarks_of("shard_index", **_zipped(stores, "kind", "data"))
     if not PREP["edge_model"]["model"]:
-        prepare.append(f"{RESULTS}/benchmarks/edge_model.tsv")
-    prepare += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("bsds_predict", "bsds_eval_edges", "bsds_eval_ucm",
-                                                                  "bsds_table", "openimages_mini")]
-    prepare += [f"{RESULTS}/benchmarks/coco_subset_{pct}pct.tsv" for pct in PREP["coco_subsets"]["percents"]]
-    pretrain = [f"{RESULTS}/benchmarks/pretrain/{run}.tsv" for run in PRETRAIN_RUNS]
-    pretrain += [f"{RESULTS}/benchmarks/alignment_uniformity/{run}.tsv" for run in SWEEP_RUNS]
-    finetune = [f"{RESULTS}/benchmarks/import/{run}.tsv" for run in IMPORTED_RUNS]
-    finetune += [f"{RESULTS}/benchmarks/{p}/{run}-s{s}.tsv" for p, run in TRANSFER_JOBS for s in SEEDS]
-    analysis = [f"{RESULTS}/benchmarks/{probe}/{run}.tsv" for probe, run in PROBE_JOBS]
-    tables = [f"{RESULTS}/benchmarks/table{n}.tsv" for n in PAPER_TABLES]
-    tables += [f"{RESULTS}/benchmarks/papers/{paper}/{slug}.tsv" for paper, slugs in REPRODUCED.items() for slug in slugs]
-    tables += [f"{RESULTS}/benchmarks/{name}.tsv" for name in ("table2", "proposal_quality", "table13",
-                                                                 "transfer_table")]
+        prepare += benchmarks_of("edge_model")
+    prepare += benchmarks_of("bsds_predict") + benchmarks_of("bsds_eval", maps=BSDS_MAPS) + benchmarks_of("bsds_table")
+    prepare += benchmarks_of("openimages_mini") + benchmarks_of("coco_subset", pct=PREP["coco_subsets"]["percents"])
+    pretrain = benchmarks_of("pretrain_run", run=list(PRETRAIN_RUNS))
+    pretrain += benchmarks_of("alignment_uniformity", run=list(SWEEP_RUNS))
+    finetune = benchmarks_of("import_checkpoint", run=list(IMPORTED_RUNS))
+    for protocol, run in TRANSFER_JOBS:
+        launcher = TRANSFER_RULES.get(PROTOCOLS[protocol]["task"], "frozen_feature_eval")
+        finetune += benchmarks_of(launcher, protocol=[protocol] * len(SEEDS), run=[run] * len(SEEDS), seed=SEEDS)
+    analysis = benchmarks_of("analysis_probe", **_zipped(PROBE_JOBS, "probe", "run"))
+    tables = benchmarks_of("paper_table", number=PAPER_TABLES)
+    tables += benchmarks_of("paper_reproduction", **_zipped(
+        [(paper, slug) for paper, slugs in REPRODUCED.items() for slug in slugs], "paper", "table"))
+    tables += [f for name in ("table2", "proposal_quality", "table13", "transfer_table") for f in benchmarks_of(name)]
     if SWEEP_RUNS:
-        tables.append(f"{RESULTS}/benchmarks/sweep_table.tsv")
+        tables += benchmarks_of("sweep_table")
     return {"prepare": prepare, "pretrain": pretrain, "finetune": finetune, "analysis": analysis, "tables": tables}
 
 

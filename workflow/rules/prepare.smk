@@ -295,7 +295,7 @@ rule bsds_eval:
     output:
         f"{RESULTS}/prepare/edges/bsds_test/{{maps}}_eval/eval_bdry.txt",
     wildcard_constraints:
-        maps="edges|ucm",
+        maps=one_of(BSDS_MAPS),
     params:
         gt=lambda wc: f"{dataset_root('bsds500')}/data/groundTruth/test",
         nthresh=PREP["bsds_eval"]["nthresh"],
