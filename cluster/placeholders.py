@@ -36,9 +36,11 @@ def placeholder_layouts(config: dict[str, Any]) -> dict[str, list[str]]:
     for spec in config["finetune"]["protocols"].values():
         layouts.setdefault(protocol_dataset(spec), []).extend(protocol_layout(spec))
     for spec in config["pretrain"]["image_sets"].values():
-        # One folder per pattern, its wildcards named "placeholder".
+        if "union" in spec:  # its members are image sets of their own
+            continue
+        # One folder per pattern, its wildcards named "placeholder"; the id list an image set keeps.
         folders = [pattern.replace("*", "placeholder") + "/" for pattern in spec["train"] + spec.get("heldout", [])]
-        layouts.setdefault(spec["dataset"], []).extend(folders)
+        layouts.setdefault(spec["dataset"], []).extend(folders + ([spec["ids"]] if spec.get("ids") else []))
     return {name: sorted(set(paths)) for name, paths in layouts.items()}
 
 

@@ -6,7 +6,8 @@ coco_mini/val2017_unannotated on a clone without the shared data). Folders are r
 recursively, as in the COCO layout. `--only-ids FILE` keeps the images whose name without suffix is
 listed there (a selection the prepare stage made, e.g. OpenImage-MINI's image ids); `--max-images N`
 keeps N evenly spaced images of the sorted list (every class of a class-per-folder layout stays
-represented).
+represented). `--union LIST...` writes the images of other lists instead, each once (an image set's
+`union`, e.g. PASCAL train_aug + COCO train).
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def build_image_list(root: Path, subdirs: list[str], extra_dirs: list[Path], out
     return paths
 
 
+def union_image_list(lists: list[Path], out: Path, max_images: int | None = None) -> list[str]:
+    """Write the sorted images of `lists`, each once (then `max_images` evenly spaced), to `out`; return them."""
+    paths = sorted({path for listed in lists for path in read_image_list(listed)})
+    if max_images:
+        paths = evenly_spaced(paths, max_images)
+    write_text(out, "".join(f"{path}\n" for path in paths))
+    return paths
+
+
 def read_image_list(path: str | os.PathLike[str]) -> list[str]:
     """The image paths of a list written by `python -m prepare image-list`."""
     try:
@@ -78,14 +88,22 @@ def read_image_list(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> None:
-    paths = build_image_list(args.root, args.subdirs, args.extra_dir, args.out, args.max_images, args.only_ids)
+    if args.union:
+        if args.root or args.subdirs or args.only_ids or args.extra_dir:
+            raise UserError("--union joins image lists: drop --root, --subdirs, --extra-dir and --only-ids.")
+        paths = union_image_list(args.union, args.out, args.max_images)
+    elif args.root and args.subdirs:
+        paths = build_image_list(args.root, args.subdirs, args.extra_dir, args.out, args.max_images, args.only_ids)
+    else:
+        raise UserError("give --root and --subdirs (image folders), or --union (image lists to join).")
     print(f"{len(paths)} images listed in {args.out}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("image-list", help="list the unlabeled pretraining images", description=__doc__)
-    parser.add_argument("--root", type=Path, required=True, help="dataset root, e.g. the COCO root")
-    parser.add_argument("--subdirs", nargs="+", required=True, help="image folders under --root, e.g. train2017")
+    parser.add_argument("--root", type=Path, help="dataset root, e.g. the COCO root")
+    parser.add_argument("--subdirs", nargs="+", help="image folders under --root, e.g. train2017")
+    parser.add_argument("--union", type=Path, nargs="+", help="image lists to join instead (each image once)")
     parser.add_argument("--extra-dir", type=Path, action="append", default=[],
                         help="another image folder, used only if it exists (repeatable)")
     parser.add_argument("--max-images", type=int, help="keep this many evenly spaced images")

@@ -25,7 +25,8 @@ from prepare.layouts import (
 
 # The official layout each pipeline stage reads, shown to the user when a root is missing.
 EXPECTED_LAYOUT = {
-    "coco": "train2017/*.jpg, val2017/*.jpg, annotations/{instances,person_keypoints}_{train,val}2017.json",
+    "coco": "train2017/*.jpg, val2017/*.jpg, annotations/{instances,person_keypoints}_{train,val}2017.json "
+    "(+ train2014/*.jpg for hierarchical grouping's COCO-2014 train)",
     "voc": "VOC2007/{JPEGImages,Annotations,ImageSets/Main}, VOC2012/{JPEGImages,Annotations,ImageSets/Main,"
     "ImageSets/Segmentation,SegmentationClass} (+ SBD's SegmentationClassAug and ImageSets/Segmentation/aug.txt "
     "when finetune.voc_segmentation.train_aug is true, as mmseg's voc_aug.py converter writes them)",
@@ -116,6 +117,9 @@ def check_protocol_root(protocol: str, spec: Mapping[str, Any], dataset: str, ro
 
 def check_image_set_root(name: str, spec: Mapping[str, Sequence[str]], root: str) -> None:
     """Raise a UserError when a train or held-out folder pattern of image set `name` matches no folder."""
+    if spec.get("ids") and not (Path(root) / spec["ids"]).is_file():
+        raise UserError(f"pretrain.image_sets.{name}.ids: {spec['ids']} is not a file under datasets.{spec['dataset']}"
+                        f".root ({root}). Fix the path or the root.")
     for key in ("train", "heldout"):
         for pattern in spec.get(key, []):
             if not any(path.is_dir() for path in Path(root).glob(pattern)):

@@ -11,8 +11,9 @@ from shared_data import SHARED_DATASETS, needs_real_data
 
 from core.errors import UserError
 from core.io import read_json
-from prepare.image_list import build_image_list, evenly_spaced
+from prepare.image_list import build_image_list, evenly_spaced, union_image_list
 from prepare.imagenet import build_imagenet
+from prepare.roots import check_image_set_root
 from prepare.tinyimagenet import build_tinyimagenet
 
 TINY = SHARED_DATASETS / "tiny_imagenet10" / "tiny-imagenet-200"
@@ -97,3 +98,24 @@ def test_image_list_keeps_a_selection_by_image_id(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"1 of the 2 images of .*image_ids.txt are not in .*train \(e.g. 0d4\); "
                                         r"point --root at the dataset the selection was made from"):
         build_image_list(tmp_path / "openimages", ["train"], [], tmp_path / "images.txt", only_ids=ids)
+
+
+def test_union_lists_each_image_once(tmp_path: Path) -> None:
+    """An image set's `union` (hierarchical grouping's PASCAL train_aug + COCO train): the lists joined, sorted."""
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("/d/voc/2.jpg\n/d/voc/1.jpg\n")
+    second.write_text("/d/coco/9.jpg\n/d/voc/1.jpg\n")
+    assert union_image_list([first, second], tmp_path / "u.txt") == ["/d/coco/9.jpg", "/d/voc/1.jpg", "/d/voc/2.jpg"]
+    assert (tmp_path / "u.txt").read_text() == "/d/coco/9.jpg\n/d/voc/1.jpg\n/d/voc/2.jpg\n"
+    assert union_image_list([first, second], tmp_path / "u.txt", max_images=2) == ["/d/coco/9.jpg", "/d/voc/1.jpg"]
+
+
+def test_an_id_list_missing_from_an_external_root_is_named(tmp_path: Path) -> None:
+    spec = {"dataset": "voc", "train": ["VOC2012/JPEGImages"], "ids": "VOC2012/ImageSets/Segmentation/aug.txt"}
+    (tmp_path / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"pretrain.image_sets.voc_trainaug.ids: VOC2012/ImageSets/Segmentation/aug.txt "
+                                        r"is not a file under datasets.voc.root"):
+        check_image_set_root("voc_trainaug", spec, str(tmp_path))
+    (tmp_path / "VOC2012" / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (tmp_path / "VOC2012" / "ImageSets" / "Segmentation" / "aug.txt").write_text("2007_000032\n")
+    check_image_set_root("voc_trainaug", spec, str(tmp_path))

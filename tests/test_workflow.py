@@ -55,10 +55,13 @@ def test_smoke_dry_run_of_everything_from_an_empty_directory() -> None:
     # layout built from Tiny-ImageNet, D3SSL on OpenImage-MINI (its proposals: 2 shards + an index), HoughCL on
     # Tiny-ImageNet scored by VOC detection: 3 runs beside the 10 table rows, 12 sweep members and 3 ablation
     # variants, 1 detection job beside 23; image lists of the pretraining sets coco, tinyimagenet, imagenet,
-    # openimages_mini and the held-out tinyimagenet and coco.
-    assert counts["prepare_imagenet"] == "1" and counts["prepare_image_list"] == "6"
-    assert counts["proposals_shard"] == "4" and counts["shard_index"] == "3"
-    assert counts["pretrain_run"] == str(10 + 12 + 3 + 3) and counts["detection_transfer"] == str(23 + 1)
+    # openimages_mini, voc_train and the held-out tinyimagenet and coco.
+    # Hierarchical grouping on the union of VOC's train list and the COCO set (16 of them: its image list of the
+    # union, the VOC list, 2 region-tree shards + an index), scored by DAVIS.
+    assert counts["prepare_imagenet"] == "1" and counts["prepare_image_list"] == "7"
+    assert counts["prepare_image_union"] == "1" and counts["region_trees_shard"] == "4"
+    assert counts["proposals_shard"] == "4" and counts["shard_index"] == "4"
+    assert counts["pretrain_run"] == str(10 + 12 + 3 + 4) and counts["detection_transfer"] == str(23 + 1)
     assert counts["table3"] == counts["table13"] == counts["proposal_quality"] == counts["stage_figure"] == "1"
     assert counts["pca_rgb_figure"] == "2" and counts["table_html"] == "15"
 
@@ -185,7 +188,8 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     experiment_detection = 6 + 3 + 9 + 2 + 3 * 8 + 2 + 3 * 2 + 1 + 2 + 2 * 2 + 4 * 2
     experiment_segmentation = 2 + 4 + 3 * 4 + 3 * 2 + 2 + 2
     assert counts["detection_transfer"] == str(10 * 24 + 320 * 2 + (9 + 4) * 2 + experiment_detection * 2) == "1040"
-    assert counts["segmentation_transfer"] == str(5 * 24 + 2 + experiment_segmentation * 2) == "178"
+    # Hierarchical grouping's cns 0 and 5 runs (PASCAL + COCO: neither is the table run) on frozen ASPP.
+    assert counts["segmentation_transfer"] == str(5 * 24 + 2 * 2 + experiment_segmentation * 2) == "180"
     assert counts["import_checkpoint"] == "1"
     transfer = dict(re.findall(r"rule detection_transfer:\n.*?output: results/finetune/([a-z0-9_]+/[^/]+/s\d)/metrics"
                                r".*?resources: ([^\n]*)", out, re.S))
@@ -199,8 +203,9 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert "runtime=1440" in transfer["coco_retinanet/densecl-coco-resnet50-800ep-s0/s1"]
     assert "runtime=720" in transfer["voc_detection_fpn_frozen/random-resnet50/s0"]
     # Frozen features, 12 rows x 2 seeds each: linear eval, few-shot on 7 datasets, DAVIS, segment search; few-shot
-    # for LC-loss Table 7's ImageNet SoCo, DenseCL, PixPro and LC-loss, and its BYOL (all LC-loss tables).
-    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 24 + 320 * 2 + 2 + 5 * 7 * 2)
+    # for LC-loss Table 7's ImageNet SoCo, DenseCL, PixPro and LC-loss, and its BYOL (all LC-loss tables);
+    # hierarchical grouping's cns 0 (DAVIS) and cns 5 (DAVIS, segment search) runs.
+    assert counts["frozen_feature_eval"] == str((1 + 7 + 1 + 1) * 24 + 320 * 2 + 3 * 2 + 5 * 7 * 2) == "956"
     # Probes (coupling, O-KNN, correspondence) once per row (12), on CPU threads; O-KNN with its own runtime.
     probes = dict(re.findall(r"rule analysis_probe:\n.*?output: results/analysis/([a-z_]+/[^/]+)/metrics"
                              r".*?resources: ([^\n]*)", out, re.S))
@@ -217,14 +222,15 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     shells = re.findall(r"python -m finetune detection --name (coco_mini5_instance_fpn) .*?--train-json (\S+)", out)
     assert shells and all(path.endswith("instances_train2017_5pct.json") for _, path in shells)
     # 10 table rows + the alignment/uniformity grid: STL-10 2 x (30 + 70), COCO 2 x (20 + 40) (Tables 1-2)
-    # + 14 ablation runs (table 12) + 16 experiment runs: HoughCL's 3 Tiny-ImageNet and 3 ImageNet runs (the MoCo v2
-    # and DenseCL ones shared with LC-loss), LC-loss's own 400/200/100 ep, BYOL 300/1000/200 ep, PixPro and SoCo
+    # + 15 ablation runs (table 12; hierarchical grouping's cns 0 and 5 on PASCAL + COCO) + 20 experiment runs:
+    # HoughCL's 3 Tiny-ImageNet and 3 ImageNet runs (the MoCo v2 and DenseCL ones shared with LC-loss),
+    # LC-loss's own 400/200/100 ep, BYOL 300/1000/200 ep, PixPro and SoCo
     # (its 200 ep 160 px run is the alpha = 0.1 ablation run), D3SSL's 800-epoch COCO BYOL and PixPro and its
-    # four OpenImage-MINI runs.
-    assert counts["pretrain_run"] == str(10 + 320 + 14 + 20) and counts["alignment_uniformity"] == "320"
-    # 64 shards of proposals for COCO, ImageNet (SoCo's 400-epoch ImageNet run) and OpenImage-MINI, 64 of region
-    # trees, one edge model, two mini-COCO subsets.
-    assert counts["proposals_shard"] == str(3 * 64) and counts["region_trees_shard"] == "64"
+    # four OpenImage-MINI runs (hierarchical grouping's experiment is the cns_5 ablation run).
+    assert counts["pretrain_run"] == str(10 + 320 + 15 + 20) and counts["alignment_uniformity"] == "320"
+    # 64 shards of proposals for COCO, ImageNet (SoCo's 400-epoch ImageNet run) and OpenImage-MINI, of region
+    # trees for COCO and PASCAL + COCO, one edge model, two mini-COCO subsets.
+    assert counts["proposals_shard"] == str(3 * 64) and counts["region_trees_shard"] == str(2 * 64)
     assert counts["edge_model"] == "1"
     assert "results/prepare/proposals/imagenet/index.json" in out
     assert counts["coco_subset"] == "2" and counts["openimages_mini"] == "1"
@@ -237,8 +243,8 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     def commands(pattern: str) -> int:
         return len(re.findall(rf"^Shell command: {pattern}", out, re.M))
 
-    assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 364
-    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 178
+    assert commands(f"torchrun --standalone --nproc-per-node 8 {signals} -m pretrain train ") == 365
+    assert commands(f"torchrun --standalone --nproc-per-node 4 {signals} -m finetune segmentation ") == 180
     assert commands(r"python -m finetune detection .* --device cuda --gpus 8 ") == 1040
     assert all("cpus_per_task=64" in block for block in pretrain_jobs)
     shard_resources = re.findall(r"rule proposals_shard:.*?resources: ([^\n]*)", out, re.S)
@@ -259,8 +265,10 @@ def test_paper_dry_run_lists_gpu_jobs_and_sharded_prepare_jobs(tmp_path: Path) -
     assert proposal_readers == {"soco", "d3ssl", "d3ssl_full", "d3ssl_no_dp",
                                 *(f"d3ssl_no_dp_aug_{a}" for a in ("none", "box_cutout", "box_jitter_prc", "prc",
                                                                    "prc_rbj"))}
-    region_tree_readers = readers("region_trees/coco")
-    assert region_tree_readers == {"hiergroup", "hiergroup_cns_0"}
+    assert readers("region_trees/coco") == {"hiergroup"}
+    # Hierarchical grouping's own runs (cns 0 and 5, Tables 1 and 3) on PASCAL train_aug + COCO-2014 train.
+    assert readers("region_trees/pascal_coco") == {"hiergroup_cns_0", "hiergroup_cns_5"}
+    assert counts["prepare_image_union"] == "1" and counts["region_trees_shard"] == str(2 * 64)
     for run in ("densecl-coco-resnet50-800ep-s0", "lcloss-coco-resnet50-400ep-s0", "pixpro-coco-resnet50-400ep-s0",
                 "soco-coco-resnet50-800ep-s0", "d3ssl-coco-resnet50-800ep-s0", "hiergroup-coco-resnet50-80ep-s0",
                 "index_contrast-coco-resnet18-200ep-s0", "index_contrast_dense_t0.05-stl10-resnet18-200ep-s0",

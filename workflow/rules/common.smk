@@ -60,10 +60,18 @@ def image_set(name, where="image set"):
         raise WorkflowError(f"{where}: unknown image set '{name}'; define it under pretrain.image_sets "
                             f"(defined: {', '.join(PRE['image_sets'])}).")
     spec = PRE["image_sets"][name]
-    if spec["dataset"] not in config["datasets"]:
+    for member in spec.get("union", []):
+        if "union" in image_set(member, f"pretrain.image_sets.{name}.union"):
+            raise WorkflowError(f"pretrain.image_sets.{name}.union: '{member}' is a union itself; list its members.")
+    if "union" not in spec and spec["dataset"] not in config["datasets"]:
         raise WorkflowError(f"pretrain.image_sets.{name}.dataset: '{spec['dataset']}' has no entry under `datasets`; "
                             f"add datasets.{spec['dataset']}: {{root: ..., build: ...}}.")
     return spec
+
+
+# Image sets that join others (pretrain.image_sets.<name>.union) and those read from a dataset root.
+UNIONS = [name for name, spec in PRE["image_sets"].items() if "union" in spec]
+ROOTED_SETS = [name for name in PRE["image_sets"] if name not in UNIONS]
 
 
 def dataset_root(name):
@@ -86,8 +94,11 @@ def protocol_data(protocol):
     return name
 
 
+_used_sets.update({member: f"pretrain.image_sets.{name}.union" for name in list(_used_sets)
+                   for member in image_set(name, _used_sets[name]).get("union", [])})
 _used_datasets = ["coco", "voc", "openimages", "bsds500"]
-_used_datasets += sorted({image_set(n, w)["dataset"] for n, w in _used_sets.items()} - set(_used_datasets))
+_used_datasets += sorted({image_set(n, w)["dataset"] for n, w in _used_sets.items() if n not in UNIONS}
+                         - set(_used_datasets))
 _used_datasets += sorted({protocol_data(p) for p in config["finetune"]["protocols"]} - set(_used_datasets))
 
 # External dataset roots (not built by the prepare stage) must exist before any job is planned.
@@ -106,7 +117,7 @@ try:
         _name = protocol_data(_protocol)
         if not config["datasets"][_name]["build"]:
             check_protocol_root(_protocol, _spec, _name, dataset_root(_name))
-    for _set in _used_sets:
+    for _set in [name for name in _used_sets if name not in UNIONS]:
         _spec = image_set(_set)
         if not config["datasets"][_spec["dataset"]]["build"]:
             check_image_set_root(_set, _spec, dataset_root(_spec["dataset"]))
@@ -357,8 +368,18 @@ SELECTIONS = {"openimages_mini": openimages_mini_files()[0]}
 
 
 def image_set_selection(spec):
-    """The image-id list an image set's train split keeps (`select`), or nothing."""
+    """The prepare-stage image-id list an image set's train split keeps (`select`), or nothing."""
     return [SELECTIONS[spec["select"]]] if spec.get("select") else []
+
+
+def image_set_ids_arg(wildcards, input):
+    """--only-ids of an image list: the `select`ed prepare-stage list, or the set's `ids` file under its root."""
+    spec = image_set(wildcards.data)
+    if wildcards.split != "pretrain":
+        return ""
+    if spec.get("ids"):
+        return f"--only-ids {shlex.quote(os.path.join(dataset_root(spec['dataset']), spec['ids']))}"
+    return f"--only-ids {shlex.quote(input.selection[0])}" if input.get("selection") else ""
 
 
 def coco_subset_file(percent):
@@ -459,6 +480,7 @@ def image_lists_used():
     """(split, image set) of every image list a configured job reads."""
     used = {("pretrain", spec["data"]) for spec in PRETRAIN_RUNS.values()}
     used |= {("heldout", spec["data"]) for spec in SWEEP_RUNS.values()}
+    used |= {("pretrain", member) for split, data in list(used) if data in UNIONS for member in image_set(data)["union"]}
     return sorted(used)
 
 
@@ -483,7 +505,10 @@ def benchmark_files():
     benchmark paths, expanded over the plan's jobs; the analysis stage summarises them."""
     built = [name for name in _used_datasets if config["datasets"][name]["build"]]
     prepare = [f for name in built for f in benchmarks_of(f"prepare_{name}")]
-    prepare += benchmarks_of("prepare_image_list", **_zipped(image_lists_used(), "split", "data"))
+    lists = image_lists_used()
+    prepare += benchmarks_of("prepare_image_list", **_zipped([job for job in lists if job[1] not in UNIONS],
+                                                            "split", "data"))
+    prepare += benchmarks_of("prepare_image_union", data=[data for _, data in lists if data in UNIONS])
     stores = prepared_stores()
     for kind in SHARDED:
         shards = [(data, shard) for store, data in stores if store == kind for shard in SHARDS]

@@ -75,8 +75,9 @@ rule prepare_image_list:
         limit=lambda wc: f"--max-images {image_set(wc.data)['max_images']}"
         if wc.split == "pretrain" and image_set(wc.data).get("max_images")
         else "",
-        only=lambda wc, input: f"--only-ids {shlex.quote(input.selection[0])}" if wc.split == "pretrain"
-        and input.get("selection") else "",
+        only=lambda wc, input: image_set_ids_arg(wc, input),
+    wildcard_constraints:
+        data=one_of(ROOTED_SETS),
     log:
         f"{RESULTS}/logs/prepare_image_list/{{split}}-{{data}}.log",
     benchmark:
@@ -84,6 +85,27 @@ rule prepare_image_list:
     shell:
         "python -m prepare image-list --root {params.root:q} --subdirs {params.folders:q} {params.extra} {params.limit}"
         " {params.only} --out {output:q} > {log:q} 2>&1"
+
+
+rule prepare_image_union:
+    """The pretraining images of a union of image sets (pretrain.image_sets.<name>.union), each image once."""
+    conda:
+        "../../envs/pretrain.yml"
+    input:
+        lambda wc: [pretrain_image_list(member) for member in image_set(wc.data)["union"]],
+    output:
+        f"{RESULTS}/prepare/pretrain-{{data}}/images.txt",
+    params:
+        limit=lambda wc: f"--max-images {image_set(wc.data)['max_images']}" if image_set(wc.data).get("max_images")
+        else "",
+    wildcard_constraints:
+        data=one_of(UNIONS),
+    log:
+        f"{RESULTS}/logs/prepare_image_list/pretrain-{{data}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_image_list/pretrain-{{data}}.tsv"
+    shell:
+        "python -m prepare image-list --union {input:q} {params.limit} --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare_tinyimagenet:
